@@ -1,0 +1,212 @@
+"""The ``charrnn`` command line: a thin click layer over the Python API.
+
+Heavy modules (torch, h5py) are imported inside the commands, so ``charrnn --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from .errors import CharRNNError
+
+POSITIVE_INT = click.IntRange(min=1)
+NON_NEGATIVE_INT = click.IntRange(min=0)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+FRACTION = click.FloatRange(min=0, max=1, max_open=True)
+FLAG01 = click.IntRange(0, 1)
+GPU_HELP = "GPU index: -1 = CPU; default: GPU 0 when present, else the CPU."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="charrnn")
+def cli() -> None:
+    """Character-level recurrent language models: preprocess a corpus, train, sample.
+
+    \b
+    charrnn preprocess --input-txt data/speeches.txt
+    charrnn train --input-h5 data/speeches.h5 --input-json data/speeches.json --gpu -1
+    charrnn sample --checkpoint cv/ --temperature 0.9
+    """
+
+
+# -- preprocess -------------------------------------------------------------------------------
+@cli.command()
+@click.option("--input-txt", required=True, type=click.Path(dir_okay=True), help="The text corpus.")
+@click.option("--output-h5", type=click.Path(), help="HDF5 output [default: input with .h5].")
+@click.option("--output-json", type=click.Path(), help="JSON vocabulary output [default: input with .json].")
+@click.option("--val-frac", type=FRACTION, default=0.1, show_default=True, help="Fraction for validation.")
+@click.option("--test-frac", type=FRACTION, default=0.1, show_default=True, help="Fraction for test.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Any Python codec, or 'bytes' for byte tokens.")
+@click.option("--lowercase", is_flag=True, help="Lowercase the text first.")
+@click.option("--quiet", is_flag=True, help="Print nothing.")
+def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding, lowercase, quiet) -> None:
+    """Turn a text file into torch-rnn's HDF5 token file and JSON vocabulary."""
+    from .preprocessing import preprocess as run
+
+    start = time.perf_counter()
+    result = run(input_txt, output_h5, output_json, val_frac, test_frac, encoding, lowercase,
+                 log=None if quiet else click.echo)
+    if not quiet:
+        seconds = time.perf_counter() - start
+        click.echo(f"done in {seconds:.2f} s ({result.input_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
+
+
+# -- train ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--input-h5", type=click.Path(), help="HDF5 file from preprocess.")
+@click.option("--input-json", type=click.Path(), help="JSON vocabulary from preprocess.")
+@click.option("--batch-size", type=POSITIVE_INT, default=50, show_default=True)
+@click.option("--seq-length", type=POSITIVE_INT, default=50, show_default=True)
+@click.option("--init-from", type=click.Path(), help="Start from a checkpoint's weights and architecture.")
+@click.option("--reset-iterations", type=FLAG01, default=1, show_default=True,
+              help="With --init-from: 0 keeps the checkpoint's iteration counter.")
+@click.option("--resume", type=click.Path(), help="Continue a run exactly from its checkpoint (file or directory).")
+@click.option("--model-type", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
+@click.option("--wordvec-size", type=POSITIVE_INT, default=64, show_default=True)
+@click.option("--rnn-size", type=POSITIVE_INT, default=128, show_default=True)
+@click.option("--num-layers", type=POSITIVE_INT, default=2, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--batchnorm", type=FLAG01, default=0, show_default=True)
+@click.option("--max-epochs", type=POSITIVE_INT, default=50, show_default=True)
+@click.option("--max-iters", type=POSITIVE_INT, help="Stop after this many iterations (overrides --max-epochs).")
+@click.option("--time-budget", type=POSITIVE_FLOAT, help="Stop after this many seconds of training.")
+@click.option("--learning-rate", type=POSITIVE_FLOAT, default=2e-3, show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Clamp each gradient element to [-c, c]; 0 disables.")
+@click.option("--lr-decay-every", type=POSITIVE_INT, default=5, show_default=True, help="Epochs between decays.")
+@click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
+@click.option("--reset-adam-on-decay", is_flag=True, help="Forget Adam's moments at each decay (torch-rnn's quirk).")
+@click.option("--print-every", type=NON_NEGATIVE_INT, default=1, show_default=True)
+@click.option("--checkpoint-every", type=NON_NEGATIVE_INT, default=1000, show_default=True,
+              help="Iterations between checkpoints; 0 = only the final one.")
+@click.option("--checkpoint-name", default="cv/checkpoint", show_default=True,
+              help="Checkpoints are written as <name>_<iteration>.pt and .json.")
+@click.option("--overwrite", is_flag=True, help="Replace the checkpoints of an earlier run of the same name.")
+@click.option("--speed-benchmark", type=FLAG01, default=0, show_default=True)
+@click.option("--memory-benchmark", type=FLAG01, default=0, show_default=True)
+@click.option("--gpu", type=int, default=None, help=GPU_HELP)
+@click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision; weights stay fp32.")
+@click.option("--seed", type=int, default=123, show_default=True)
+@click.option("--max-loss-factor", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Stop when the loss exceeds this multiple of its first value; 0 disables.")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def train(ctx: click.Context, quiet: bool, **options) -> None:
+    """Train a character-level LSTM, GRU or RNN (torch-rnn's train.lua)."""
+    from .training import Trainer, TrainConfig, config_for_resume
+
+    options["batchnorm"] = bool(options["batchnorm"])
+    options["reset_iterations"] = bool(options["reset_iterations"])
+    options["speed_benchmark"] = bool(options["speed_benchmark"])
+    options["memory_benchmark"] = bool(options["memory_benchmark"])
+    if options["resume"]:
+        given = {k: v for k, v in options.items() if k != "resume"
+                 and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+        config = config_for_resume(options["resume"], **given)
+    else:
+        config = TrainConfig(**options)
+    result = Trainer(config, quiet=quiet).run(handle_signals=True)
+    if result.interrupted_by is not None:
+        click.echo(f"saved {result.checkpoint}; resume with: charrnn train --resume {result.checkpoint}", err=True)
+        sys.exit(128 + result.interrupted_by)
+    if not quiet and result.checkpoint:
+        click.echo(f"final checkpoint: {result.checkpoint}\n"
+                   f"sample it with: charrnn sample --checkpoint {result.checkpoint}")
+
+
+# -- sample ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(), help="A checkpoint file, or a directory (its newest).")
+@click.option("--length", type=POSITIVE_INT, default=2000, show_default=True, help="Characters, start text included.")
+@click.option("--start-text", default="", help="Text the model reads first; the output begins with it.")
+@click.option("--sample", "sample_flag", type=FLAG01, default=1, show_default=True, help="0 = argmax at every step.")
+@click.option("--temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True,
+              help="Divides the scores before the softmax: lower is safer, higher is wilder.")
+@click.option("--seed", type=int, default=None, help="Make the sample reproducible.")
+@click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
+@click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--verbose", type=FLAG01, default=0, show_default=True, help="1 = report speed on stderr.")
+def sample(checkpoint, length, start_text, sample_flag, temperature, seed, gpu, gpu_backend, output, verbose) -> None:
+    """Generate text from a checkpoint, streamed as it is produced."""
+    from .sampling import Sampler
+
+    start = time.perf_counter()
+    sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu, gpu_backend=gpu_backend)
+    pieces = sampler.generate(length, start_text, argmax=not sample_flag, temperature=temperature, seed=seed)
+    binary = sampler.vocab.byte_mode
+    if output:
+        from .fileio import atomic_write
+        with atomic_write(output, "wb" if binary else "w") as f:
+            for piece in pieces:
+                f.write(piece)
+    else:
+        stream = sys.stdout.buffer if binary else sys.stdout
+        for piece in pieces:
+            stream.write(piece)
+            stream.flush()
+        stream.write(b"\n" if binary else "\n")
+        stream.flush()
+    if verbose:
+        seconds = time.perf_counter() - start
+        click.echo(f"sampled {length} characters in {seconds:.2f} s ({length / seconds:,.0f} chars/s)", err=True)
+
+
+# -- demo -----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--output-dir", type=click.Path(file_okay=False), default="charrnn-demo", show_default=True)
+@click.option("--seconds", type=POSITIVE_FLOAT, default=60.0, show_default=True, help="Training time budget.")
+@click.option("--corpus-kb", type=POSITIVE_INT, default=400, show_default=True, help="Corpus size in KB.")
+@click.option("--fast", is_flag=True, help="A few-second version (for tests).")
+def demo(output_dir, seconds, corpus_kb, fast) -> None:
+    """The whole pipeline on a built-in corpus: Python's own standard library source."""
+    from .demo import run_demo
+
+    run_demo(output_dir, seconds=3.0 if fast else seconds, corpus_kb=40 if fast else corpus_kb, fast=fast)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="charrnn", standalone_mode=False)
+    except CharRNNError as exc:
+        click.echo(f"charrnn: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(2)
+    except click.UsageError as exc:
+        hint = f" (see 'charrnn {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        click.echo(f"charrnn: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"charrnn: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("charrnn: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except MemoryError:
+        click.echo("charrnn: error: out of memory (try a smaller --batch-size, --rnn-size or corpus)", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        click.echo(f"charrnn: error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
+        if os.environ.get("CHARRNN_DEBUG"):
+            raise
+        click.echo(f"charrnn: internal error: {type(exc).__name__}: {exc} "
+                   "(set CHARRNN_DEBUG=1 for the traceback and please report it)", err=True)
+        sys.exit(70)

@@ -1,0 +1,101 @@
+"""The character-level language model: embedding, stacked recurrent layers, linear output.
+
+Mirrors torch-rnn's LanguageModel: ``LookupTable(V, D)``, then per layer an LSTM/GRU/RNN of
+``H`` units (PyTorch's fused kernels, cuDNN on a GPU), optional batch normalisation and
+dropout, then ``Linear(H, V)`` at every timestep.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+State = tuple  # (h, c) for an LSTM, (h,) otherwise; each of shape (num_layers, N, H)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    model_type: str = "lstm"
+    wordvec_size: int = 64
+    rnn_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.0
+    batchnorm: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.model_type not in CELLS:
+            raise ValueError(f"unknown model type {config.model_type!r}")
+        self.config = config
+        V, D, H = config.vocab_size, config.wordvec_size, config.rnn_size
+        cell = CELLS[config.model_type]
+        self.embed = nn.Embedding(V, D)
+        if config.batchnorm:  # batch norm sits between layers: one module per layer
+            self.rnns = nn.ModuleList(cell(D if i == 0 else H, H, batch_first=True) for i in range(config.num_layers))
+            self.norms = nn.ModuleList(nn.BatchNorm1d(H) for _ in range(config.num_layers))
+        else:  # one fused multi-layer module (cuDNN runs all layers in one call)
+            self.rnns = nn.ModuleList([cell(D, H, config.num_layers, batch_first=True, dropout=config.dropout)])
+            self.norms = None
+        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.head = nn.Linear(H, V)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch-rnn's initialisation: N(0, 1/sqrt(D + H)) weights, zero biases, forget bias 1."""
+        H = self.config.rnn_size
+        for rnn in self.rnns:
+            for name, p in rnn.named_parameters():
+                layer = int(name.rsplit("_l", 1)[1])
+                input_size = rnn.input_size if layer == 0 else H
+                if name.startswith("weight"):
+                    nn.init.normal_(p, 0.0, 1.0 / math.sqrt(input_size + H))
+                else:
+                    nn.init.zeros_(p)
+                    if isinstance(rnn, nn.LSTM) and name.startswith("bias_ih"):
+                        with torch.no_grad():
+                            p[H:2 * H].fill_(1.0)  # PyTorch's gate order is i, f, g, o
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Scores (N, T, V) for token ids ``x`` (N, T), and the recurrent state after them."""
+        h = self.embed(x)
+        if self.norms is None:
+            h, s = self.rnns[0](h, _unpack(state))
+            return self.head(self.drop(h)), _pack(s)
+        layers = []
+        for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
+            h, s = rnn(h, None if state is None else _unpack(tuple(t[i:i + 1] for t in state)))
+            layers.append(_pack(s))
+            n, t, H = h.shape
+            h = self.drop(norm(h.reshape(n * t, H)).reshape(n, t, H))
+        return self.head(h), tuple(torch.cat(parts) for parts in zip(*layers))
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Mean cross-entropy over all N*T positions, and the state after the batch."""
+        scores, state = self(x, state)
+        return nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]).float(), y.reshape(-1)), state
+
+
+def _pack(s) -> State:
+    return s if isinstance(s, tuple) else (s,)
+
+
+def _unpack(state: State | None):
+    if state is None:
+        return None
+    return state if len(state) == 2 else state[0]
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the graph at a minibatch boundary (truncated BPTT), keeping the values."""
+    return None if state is None else tuple(t.detach() for t in state)

@@ -1,0 +1,45 @@
+"""Training progress: a tqdm bar on a terminal, torch-rnn's lines everywhere else."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+
+class Progress:
+    """Reports iterations as a bar (interactive) or as ``Epoch ... loss = ...`` lines."""
+
+    def __init__(self, total: int, initial: int, num_train: int, max_epochs: int, print_every: int = 1,
+                 bar: bool | None = None, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.total, self.num_train, self.max_epochs = total, num_train, max_epochs
+        self.print_every, self.quiet = print_every, quiet
+        self.stream = stream or sys.stdout
+        if bar is None:
+            bar = sys.stderr.isatty() and not quiet
+        self.bar = None
+        if bar:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def line(self, i: int, loss: float) -> str:
+        return f"Epoch {i / self.num_train + 1:.2f} / {self.max_epochs}, i = {i} / {self.total}, loss = {loss:f}"
+
+    def update(self, i: int, loss: float, lr: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.print_every > 0 and i % self.print_every == 0:
+                self.bar.set_postfix_str(f"epoch {i / self.num_train + 1:.2f}, loss {loss:.4f}, lr {lr:.2e}", refresh=False)
+        elif not self.quiet and self.print_every > 0 and i % self.print_every == 0:
+            print(self.line(i, loss), file=self.stream, flush=True)
+
+    def write(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,415 @@
+"""Training, as torch-rnn's train.lua does it, with exact resume and crash-safe checkpoints."""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, existing_checkpoints, load_checkpoint, save_checkpoint
+from .data import StreamBatches, load_splits, make_batches
+from .device import describe, select_device
+from .errors import CharRNNError
+from .model import CELLS, CharRNN, ModelConfig, detach_state
+from .progress import Progress
+from .vocab import Vocabulary
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOG2E = 1 / math.log(2)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``charrnn train``; names and defaults follow torch-rnn's train.lua."""
+
+    input_h5: str = ""
+    input_json: str = ""
+    batch_size: int = 50
+    seq_length: int = 50
+    init_from: str | None = None
+    reset_iterations: bool = True
+    model_type: str = "lstm"
+    wordvec_size: int = 64
+    rnn_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.0
+    batchnorm: bool = False
+    max_epochs: int = 50
+    max_iters: int | None = None
+    time_budget: float | None = None
+    learning_rate: float = 2e-3
+    grad_clip: float = 5.0
+    lr_decay_every: int = 5
+    lr_decay_factor: float = 0.5
+    reset_adam_on_decay: bool = False
+    print_every: int = 1
+    checkpoint_every: int = 1000
+    checkpoint_name: str = "cv/checkpoint"
+    speed_benchmark: bool = False
+    memory_benchmark: bool = False
+    gpu: int | None = None
+    gpu_backend: str = "cuda"
+    precision: str = "fp32"
+    seed: int = 123
+    resume: str | None = None
+    overwrite: bool = False
+    max_loss_factor: float = 3.0
+
+    def validate(self) -> None:
+        positive = ("batch_size", "seq_length", "wordvec_size", "rnn_size", "num_layers", "max_epochs",
+                    "learning_rate", "lr_decay_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise CharRNNError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
+        for name in ("max_iters", "time_budget"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise CharRNNError(f"--{name.replace('_', '-')} must be positive (got {value})")
+        for name in ("print_every", "checkpoint_every", "grad_clip", "max_loss_factor"):
+            if getattr(self, name) < 0:
+                raise CharRNNError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
+        if not 0 <= self.dropout < 1:
+            raise CharRNNError(f"--dropout must lie in [0, 1) (got {self.dropout})")
+        if not 0 < self.lr_decay_factor <= 1:
+            raise CharRNNError(f"--lr-decay-factor must lie in (0, 1] (got {self.lr_decay_factor})")
+        if self.model_type not in CELLS:
+            raise CharRNNError(f"--model-type must be one of {', '.join(CELLS)} (got {self.model_type!r})")
+        if self.precision not in PRECISIONS:
+            raise CharRNNError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if not self.resume and not (self.input_h5 and self.input_json):
+            raise CharRNNError("--input-h5 and --input-json are required (or --resume a checkpoint)")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size, self.model_type, self.wordvec_size, self.rnn_size,
+                           self.num_layers, self.dropout, self.batchnorm)
+
+
+@dataclass
+class History:
+    """torch-rnn's JSON histories, plus the learning rate of every iteration."""
+
+    train_loss_history: list = field(default_factory=list)
+    val_loss_history: list = field(default_factory=list)
+    val_loss_history_it: list = field(default_factory=list)
+    forward_backward_times: list = field(default_factory=list)
+    memory_usage: list = field(default_factory=list)
+    learning_rate_history: list = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path | None
+    iterations: int
+    history: History
+    interrupted_by: int | None = None  # signal number when stopped by SIGINT/SIGTERM
+
+    @property
+    def val_loss(self) -> float | None:
+        return self.history.val_loss_history[-1] if self.history.val_loss_history else None
+
+
+class TrainingInterrupted(CharRNNError):
+    """Raised after a signal: the run was saved and can be resumed."""
+
+
+def checkpoint_stem(path: Path) -> str:
+    """``cv/checkpoint_1000.pt`` -> ``cv/checkpoint``."""
+    return re.sub(r"_\d+$", "", str(path.with_suffix("")))
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--precision`` on ``device`` (None = plain fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_native_bf16():
+            return torch.bfloat16
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _cpu_has_native_bf16() -> bool:
+    check = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and (check is None or "AVX512" in check())
+
+
+def evaluate(model: CharRNN, batches: StreamBatches, device: torch.device,
+             autocast_dtype: torch.dtype | None = None) -> float:
+    """Mean cross-entropy (nats) over every batch of a split, from a zero state (torch-rnn)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    state = None
+    with torch.inference_mode(), _autocast(device, autocast_dtype):
+        for k in range(batches.num_batches):
+            x = torch.from_numpy(batches.inputs[k]).to(device)
+            y = torch.from_numpy(batches.targets[k]).to(device)
+            loss, state = model.loss(x, y, state)
+            total += loss
+    model.train(was_training)
+    return float(total) / batches.num_batches
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Trainer:
+    """Runs one training job. ``Trainer(config).run()``; the CLI is a thin layer over it."""
+
+    def __init__(self, config: TrainConfig, progress_bar: bool | None = None, quiet: bool = False) -> None:
+        config.validate()
+        self.config = config
+        self.progress_bar, self.quiet = progress_bar, quiet
+        self.stop_signal: int | None = None
+
+    # -- signals ----------------------------------------------------------------------------
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Finish the current iteration, save a checkpoint and stop (what Ctrl-C does)."""
+        self.stop_signal = signum
+
+    def _install_signal_handlers(self):
+        previous = {}
+
+        def handler(signum, frame):
+            if self.stop_signal is not None:  # second signal: stop at once
+                signal.signal(signum, signal.SIG_DFL)
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            self.progress.write(f"caught {signal.Signals(signum).name}: saving a checkpoint after this iteration "
+                                "(press Ctrl-C again to quit at once)")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _log(self, message: str) -> None:
+        if not self.quiet:
+            print(message, flush=True)
+
+    def _load_data(self, vocab: Vocabulary) -> tuple[StreamBatches, StreamBatches | None]:
+        cfg = self.config
+        splits = load_splits(cfg.input_h5, vocab, ("train", "val"))
+        train = make_batches(splits["train"], cfg.batch_size, cfg.seq_length, "train", self._log)
+        if train is None:
+            raise CharRNNError(
+                f"the train split has only {len(splits['train']):,} tokens: too few for one sequence of "
+                f"--seq-length {cfg.seq_length}; use a longer corpus or a smaller --seq-length")
+        val = make_batches(splits["val"], cfg.batch_size, cfg.seq_length, "val", self._log)
+        if val is None:
+            self._log(f"val split has {len(splits['val']):,} tokens, too few for one sequence: "
+                      "no validation loss will be computed")
+        return train, val
+
+    def _check_checkpoint_name(self) -> None:
+        cfg = self.config
+        if cfg.resume or cfg.overwrite:
+            return
+        found = existing_checkpoints(cfg.checkpoint_name)
+        if found:
+            raise CharRNNError(
+                f"{found[-1]} already exists: use --resume {found[-1]} to continue that run, another "
+                "--checkpoint-name, or --overwrite to replace it")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, handle_signals: bool = False) -> TrainResult:
+        cfg = self.config
+        self._check_checkpoint_name()
+        device = select_device(cfg.gpu, cfg.gpu_backend)
+        vocab = Vocabulary.load(cfg.input_json)
+        train, val = self._load_data(vocab)
+
+        source: Checkpoint | None = None
+        if cfg.resume or cfg.init_from:
+            source = load_checkpoint(cfg.resume or cfg.init_from)
+            if source.vocab != vocab:
+                raise CharRNNError(f"{source.path} was trained with a different vocabulary than {cfg.input_json}")
+            if cfg.resume and not source.train_state:
+                raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
+
+        torch.manual_seed(cfg.seed)
+        model_config = source.model_config if source else cfg.model_config(len(vocab))
+        model = source.build_model(device) if source else CharRNN(model_config).to(device)
+        model.train()
+        params = [p for p in model.parameters()]
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, **_adam_kwargs(device))
+        autocast_dtype = resolve_precision(cfg.precision, device)
+
+        history, start, lr, state = History(), 0, cfg.learning_rate, None
+        if cfg.resume:
+            ts = source.train_state
+            optimizer.load_state_dict(ts["optimizer"])
+            history = History(**ts["history"])
+            start, lr = source.iteration, float(ts["learning_rate"])
+            state = tuple(t.to(device) for t in ts["state"]) if ts.get("state") else None
+            if state is not None and state[0].shape[1] != train.batch_size:
+                state = None
+            torch.set_rng_state(ts["rng_cpu"])
+            if device.type == "cuda" and ts.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(ts["rng_cuda"], device)
+        elif source and not cfg.reset_iterations:
+            start = source.iteration
+        _set_lr(optimizer, lr)
+
+        num_train = train.num_batches
+        total = cfg.max_iters if cfg.max_iters else cfg.max_epochs * num_train
+        if start >= total:
+            raise CharRNNError(f"nothing to do: the checkpoint is at iteration {start} and the run ends at {total} "
+                               "(raise --max-epochs or --max-iters)")
+        xs = torch.from_numpy(train.inputs).to(device)
+        ys = torch.from_numpy(train.targets).to(device)
+
+        self._log(f"training {model_config.model_type} {model_config.num_layers}x{model_config.rnn_size} "
+                  f"({sum(p.numel() for p in params):,} parameters) on {describe(device)}"
+                  f"{', ' + str(autocast_dtype).replace('torch.', '') + ' autocast' if autocast_dtype else ''}")
+        self._log(f"{num_train} batches of {train.batch_size}x{cfg.seq_length} per epoch; "
+                  f"iterations {start + 1}..{total}")
+        self.progress = Progress(total, start, num_train, cfg.max_epochs, cfg.print_every,
+                                 bar=self.progress_bar, quiet=self.quiet)
+        previous_handlers = self._install_signal_handlers() if handle_signals else {}
+        last_checkpoint: Path | None = None
+        first_loss = history.train_loss_history[0] if history.train_loss_history else None
+        deadline = time.monotonic() + cfg.time_budget if cfg.time_budget else None
+
+        def checkpoint(i: int, validate: bool = True) -> Path:
+            nonlocal state, last_checkpoint
+            if validate and val is not None:
+                val_loss = evaluate(model, val, device, autocast_dtype)
+                state = None  # torch-rnn resets the state around validation
+                self.progress.write(f"val_loss = {val_loss:f} ({val_loss * LOG2E:.4f} bits/char) at i = {i}")
+                history.val_loss_history.append(val_loss)
+                history.val_loss_history_it.append(i)
+            if not all(torch.isfinite(p).all() for p in params):
+                raise self._diverged(i, "the weights are no longer finite", last_checkpoint)
+            train_state = {
+                "optimizer": optimizer.state_dict(),
+                "learning_rate": lr,
+                "state": None if state is None else [t.cpu() for t in state],
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "history": asdict(history),
+                "config": asdict(cfg),
+            }
+            json_history = {"opt": asdict(cfg), **asdict(history)}
+            last_checkpoint = save_checkpoint(cfg.checkpoint_name, i, model, vocab, json_history, train_state)
+            self.progress.write(f"saved {last_checkpoint}")
+            return last_checkpoint
+
+        try:
+            i = start
+            while i < total:
+                i += 1
+                k = (i - 1) % num_train
+                t0 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(device, autocast_dtype):
+                    loss, state = model.loss(xs[k], ys[k], state)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
+                optimizer.step()
+                state = detach_state(state)
+                loss_value = loss.item()
+                if cfg.speed_benchmark:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    history.forward_backward_times.append((time.perf_counter() - t0) * 1000)
+                if cfg.memory_benchmark:
+                    history.memory_usage.append(_memory_in_use(device))
+                history.train_loss_history.append(loss_value)
+                history.learning_rate_history.append(lr)
+                if first_loss is None:
+                    first_loss = loss_value
+                if not math.isfinite(loss_value):
+                    raise self._diverged(i, f"the loss is {loss_value}", last_checkpoint)
+                if cfg.max_loss_factor and loss_value > cfg.max_loss_factor * first_loss:
+                    raise self._diverged(i, f"the loss {loss_value:.3f} exceeds {cfg.max_loss_factor:g}x its "
+                                            f"starting value {first_loss:.3f} (--max-loss-factor 0 disables this check)",
+                                         last_checkpoint)
+                self.progress.update(i, loss_value, lr)
+
+                if i % num_train == 0:  # end of an epoch
+                    state = None
+                    if (i // num_train) % cfg.lr_decay_every == 0 and cfg.lr_decay_factor != 1:
+                        lr *= cfg.lr_decay_factor
+                        _set_lr(optimizer, lr)
+                        if cfg.reset_adam_on_decay:
+                            optimizer.state.clear()
+                if deadline is not None and time.monotonic() >= deadline:
+                    total = i
+                    self.progress.write(f"time budget of {cfg.time_budget:g} s spent at iteration {i}")
+                if (cfg.checkpoint_every > 0 and i % cfg.checkpoint_every == 0) or i == total:
+                    checkpoint(i)
+                if self.stop_signal is not None:
+                    path = last_checkpoint if last_checkpoint and last_checkpoint.name.endswith(f"_{i}.pt") \
+                        else checkpoint(i, validate=False)
+                    self.progress.close()
+                    return TrainResult(path, i, history, self.stop_signal)
+        finally:
+            self.progress.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+        return TrainResult(last_checkpoint, total, history)
+
+    def _diverged(self, i: int, why: str, last: Path | None) -> CharRNNError:
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+        return CharRNNError(f"training diverged at iteration {i}: {why}; {where}. Try a lower --learning-rate")
+
+
+def _adam_kwargs(device: torch.device) -> dict:
+    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _memory_in_use(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def config_for_resume(checkpoint: str | Path, **overrides) -> TrainConfig:
+    """The saved configuration of a checkpoint, with ``overrides`` applied, for ``--resume``."""
+    source = load_checkpoint(checkpoint)
+    saved = source.train_state.get("config") if source.train_state else None
+    if not saved:
+        raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    cfg = replace(cfg, resume=str(source.path), init_from=None, overwrite=False,
+                  checkpoint_name=checkpoint_stem(source.path))
+    return replace(cfg, **overrides)
+
+
+def train(**options) -> TrainResult:
+    """Train from keyword options (those of :class:`TrainConfig`); returns the final checkpoint."""
+    quiet = options.pop("quiet", False)
+    progress_bar = options.pop("progress_bar", None)
+    if options.get("resume"):
+        resume = options.pop("resume")
+        config = config_for_resume(resume, **options)
+    else:
+        config = TrainConfig(**options)
+    return Trainer(config, progress_bar=progress_bar, quiet=quiet).run()

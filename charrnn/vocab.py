@@ -1,0 +1,141 @@
+"""The character vocabulary, in torch-rnn's JSON format.
+
+Token ids start at 1 and follow the order of first appearance in the corpus. A token is a
+Unicode code point, or in bytes mode a byte value; in the JSON a byte above 127 is named
+``"[200]"`` so the file stays ASCII, exactly as torch-rnn's preprocess.py writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CharRNNError
+from .fileio import atomic_write, check_readable_file
+
+_BYTE_NAME = re.compile(r"^\[(\d{1,3})\]$")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Tokens in id order: ``tokens[k]`` has id ``k + 1``.
+
+    ``tokens`` holds code points (text mode) or byte values (``byte_mode``).
+    """
+
+    tokens: tuple[int, ...]
+    byte_mode: bool = False
+    _lookup: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(set(self.tokens)) != len(self.tokens):
+            raise CharRNNError("vocabulary has duplicate tokens")
+        size = max(256, max(self.tokens, default=0) + 1)
+        lookup = np.zeros(size, dtype=np.uint32)  # 0 = unknown
+        lookup[list(self.tokens)] = np.arange(1, len(self.tokens) + 1, dtype=np.uint32)
+        object.__setattr__(self, "_lookup", lookup)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def id_dtype(self) -> np.dtype:
+        """torch-rnn's HDF5 dtype: uint8 up to 255 tokens, else uint32."""
+        return np.dtype(np.uint8) if len(self) <= 255 else np.dtype(np.uint32)
+
+    # -- names, as written in the JSON -------------------------------------------------
+    def token_name(self, token: int) -> str:
+        if self.byte_mode and token > 127:
+            return f"[{token}]"
+        return chr(token)
+
+    def to_json_dict(self) -> dict:
+        names = [self.token_name(t) for t in self.tokens]
+        return {
+            "token_to_idx": {name: i for i, name in enumerate(names, 1)},
+            "idx_to_token": {str(i): name for i, name in enumerate(names, 1)},
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: object, source: str = "vocabulary") -> "Vocabulary":
+        if not isinstance(data, dict) or "idx_to_token" not in data:
+            raise CharRNNError(f"{source}: not a torch-rnn vocabulary (no 'idx_to_token' key)")
+        idx_to_token = data["idx_to_token"]
+        if not isinstance(idx_to_token, dict) or not idx_to_token:
+            raise CharRNNError(f"{source}: 'idx_to_token' must be a non-empty object")
+        try:
+            ids = sorted(int(k) for k in idx_to_token)
+        except (TypeError, ValueError):
+            raise CharRNNError(f"{source}: 'idx_to_token' keys must be integers") from None
+        if ids != list(range(1, len(ids) + 1)):
+            raise CharRNNError(f"{source}: token ids must run from 1 to {len(ids)} without gaps")
+        by_id = {int(k): v for k, v in idx_to_token.items()}
+        names = [by_id[i] for i in ids]
+        if not all(isinstance(n, str) for n in names):
+            raise CharRNNError(f"{source}: every token must be a string")
+        byte_mode = any(len(n) > 1 for n in names)
+        tokens = []
+        for name in names:
+            if len(name) == 1:
+                if byte_mode and ord(name) > 127:
+                    raise CharRNNError(f"{source}: mixes byte tokens with the character {name!r}")
+                tokens.append(ord(name))
+                continue
+            m = _BYTE_NAME.match(name)
+            if not m or not 127 < int(m.group(1)) < 256:
+                raise CharRNNError(f"{source}: token {name!r} is neither one character nor a byte name like '[200]'")
+            tokens.append(int(m.group(1)))
+        token_to_idx = data.get("token_to_idx")
+        if token_to_idx is not None:
+            expected = {n: i for i, n in enumerate(names, 1)}
+            if not isinstance(token_to_idx, dict) or {k: int(v) for k, v in token_to_idx.items()} != expected:
+                raise CharRNNError(f"{source}: 'token_to_idx' does not match 'idx_to_token'")
+        return cls(tuple(tokens), byte_mode)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocabulary":
+        path = check_readable_file(path, "vocabulary JSON")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CharRNNError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_json_dict(data, str(path))
+
+    def save(self, path: str | Path) -> None:
+        with atomic_write(path) as f:
+            json.dump(self.to_json_dict(), f)
+
+    # -- encoding and decoding ------------------------------------------------------------
+    def encode(self, text: str | bytes) -> np.ndarray:
+        """Token ids (int64) for ``text``; unknown characters are an error that names them."""
+        if self.byte_mode:
+            raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+            points = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
+        else:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
+            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        ids = np.zeros(len(points), dtype=np.int64)
+        inside = points < len(self._lookup)
+        ids[inside] = self._lookup[points[inside]]
+        if (ids == 0).any():
+            unknown = sorted({int(p) for p in points[ids == 0]})
+            shown = ", ".join(repr(chr(p)) if not self.byte_mode else f"byte {p}" for p in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise CharRNNError(f"character(s) not in the model's vocabulary: {shown}{more}")
+        return ids
+
+    def decode(self, ids) -> str | bytes:
+        """The text (or, in bytes mode, the bytes) for a sequence of token ids."""
+        values = [self.tokens[int(i) - 1] for i in ids]
+        if self.byte_mode:
+            return bytes(values)
+        return "".join(map(chr, values))
+
+    def token_array(self) -> np.ndarray:
+        """Token values indexed by id (index 0 unused), for fast vectorised decoding."""
+        return np.array((0,) + self.tokens, dtype=np.uint32)

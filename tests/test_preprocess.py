@@ -1,0 +1,176 @@
+"""Preprocessing writes exactly what torch-rnn's preprocess.py would."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from charrnn import Vocabulary, preprocess
+
+from .conftest import SPEECHES, assert_one_line_error
+
+
+def torch_rnn_oracle(text, val_frac=0.1, test_frac=0.1):
+    """torch-rnn's algorithm, written out as its per-character loop (the reference)."""
+    token_to_idx = {}
+    for ch in text:
+        if ch not in token_to_idx:
+            token_to_idx[ch] = len(token_to_idx) + 1
+    ids = [token_to_idx[ch] for ch in text]
+    n = len(ids)
+    val, test = int(val_frac * n), int(test_frac * n)
+    train = n - val - test
+    dtype = np.uint8 if len(token_to_idx) <= 255 else np.uint32
+    splits = {"train": ids[:train], "val": ids[train:train + val], "test": ids[train + val:]}
+    return token_to_idx, splits, dtype
+
+
+def read_outputs(h5_path, json_path):
+    with h5py.File(h5_path, "r") as f:
+        splits = {k: f[k][()] for k in ("train", "val", "test")}
+    return splits, json.loads(json_path.read_text())
+
+
+@pytest.mark.parametrize("text", [
+    "hello world\nhello there\n" * 10,
+    "naïve café — 日本語のテキスト ✓ 🙂\r\n" * 7,
+    "ab" * 3 + "\ufeffbom inside",
+])
+@pytest.mark.parametrize("fracs", [(0.1, 0.1), (0.25, 0.0), (0.0, 0.0), (0.3, 0.2)])
+def test_output_matches_torch_rnn(tmp_path, text, fracs):
+    path = tmp_path / "in.txt"
+    path.write_bytes(text.encode("utf-8"))
+    result = preprocess(path, val_frac=fracs[0], test_frac=fracs[1])
+    token_to_idx, expected, dtype = torch_rnn_oracle(text, *fracs)
+    splits, vocab_json = read_outputs(result.output_h5, result.output_json)
+    for name in expected:
+        assert splits[name].dtype == dtype
+        assert splits[name].tolist() == expected[name]
+    assert vocab_json["token_to_idx"] == token_to_idx
+    assert vocab_json["idx_to_token"] == {str(i): ch for ch, i in token_to_idx.items()}
+    assert list(vocab_json) == ["token_to_idx", "idx_to_token"]
+
+
+def test_default_output_paths(tmp_path):
+    path = tmp_path / "speech.txt"
+    path.write_text("abc abc\n" * 20)
+    result = preprocess(path)
+    assert result.output_h5 == tmp_path / "speech.h5" and result.output_h5.exists()
+    assert result.output_json == tmp_path / "speech.json" and result.output_json.exists()
+
+
+def test_large_vocabulary_uses_uint32(tmp_path):
+    text = "".join(chr(0x4E00 + i) for i in range(300)) * 3
+    path = tmp_path / "cjk.txt"
+    path.write_text(text, encoding="utf-8")
+    result = preprocess(path)
+    splits, vocab_json = read_outputs(result.output_h5, result.output_json)
+    assert len(vocab_json["idx_to_token"]) == 300
+    assert all(s.dtype == np.uint32 for s in splits.values())
+    assert Vocabulary.load(result.output_json).decode(np.concatenate(list(splits.values()))) == text
+
+
+def test_bytes_mode_names_high_bytes(tmp_path):
+    data = bytes([104, 105, 200, 10, 255, 0, 104])
+    path = tmp_path / "raw.bin"
+    path.write_bytes(data * 5)
+    result = preprocess(path, encoding="bytes", val_frac=0, test_frac=0)
+    splits, vocab_json = read_outputs(result.output_h5, result.output_json)
+    assert vocab_json["idx_to_token"] == {"1": "h", "2": "i", "3": "[200]", "4": "\n", "5": "[255]", "6": "\x00"}
+    vocab = Vocabulary.load(result.output_json)
+    assert vocab.byte_mode and vocab.decode(splits["train"]) == data * 5
+
+
+def test_chunked_reading_keeps_multibyte_characters_whole(tmp_path):
+    text = ("é日🙂x" * 500) + "end"
+    path = tmp_path / "multi.txt"
+    path.write_text(text, encoding="utf-8")
+    whole = preprocess(path, tmp_path / "a.h5", tmp_path / "a.json")
+    chunked = preprocess(path, tmp_path / "b.h5", tmp_path / "b.json", chunk_bytes=7)
+    a, ja = read_outputs(whole.output_h5, whole.output_json)
+    b, jb = read_outputs(chunked.output_h5, chunked.output_json)
+    assert ja == jb
+    for name in a:
+        assert np.array_equal(a[name], b[name])
+
+
+def test_lowercase(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_text("Hello WORLD\n" * 10)
+    result = preprocess(path, lowercase=True)
+    assert set(result.vocab.decode(range(1, len(result.vocab) + 1))) == set("helo wrd\n")
+
+
+@pytest.mark.skipif(not SPEECHES.exists(), reason="shared/data/speeches.txt is absent")
+def test_speeches_corpus(tmp_path):
+    text = SPEECHES.read_bytes().decode("utf-8")
+    result = preprocess(SPEECHES, tmp_path / "s.h5", tmp_path / "s.json")
+    token_to_idx, expected, _ = torch_rnn_oracle(text)
+    splits, vocab_json = read_outputs(result.output_h5, result.output_json)
+    assert vocab_json["token_to_idx"] == token_to_idx
+    assert {k: len(v) for k, v in splits.items()} == {k: len(v) for k, v in expected.items()}
+    assert splits["val"].tolist() == expected["val"]
+
+
+def test_cli_prints_summary(cli, tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("some text\n" * 100)
+    result = cli("preprocess", "--input-txt", path)
+    assert result.code == 0
+    assert "vocabulary: 8 tokens" in result.out and "train 800" in result.out and "MB/s" in result.out
+    assert cli("preprocess", "--input-txt", path, "--quiet").out == ""
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_missing_file(cli, tmp_path):
+    assert_one_line_error(cli("preprocess", "--input-txt", tmp_path / "nope.txt"), "not found")
+
+
+def test_directory_instead_of_file(cli, tmp_path):
+    assert_one_line_error(cli("preprocess", "--input-txt", tmp_path), "directory")
+
+
+def test_empty_corpus(cli, tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("")
+    assert_one_line_error(cli("preprocess", "--input-txt", path), "empty")
+    assert not path.with_suffix(".h5").exists()
+
+
+def test_invalid_utf8_names_the_byte_and_suggests_bytes(cli, tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"good text " * 3 + b"\xff\xfe bad")
+    assert_one_line_error(cli("preprocess", "--input-txt", path), "byte 30", "--encoding bytes")
+
+
+def test_binary_file_is_refused(cli, tmp_path):
+    path = tmp_path / "bin.txt"
+    path.write_bytes(b"abc\x00\x00\x00def")
+    assert_one_line_error(cli("preprocess", "--input-txt", path), "binary")
+
+
+def test_unknown_codec(cli, tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abc")
+    assert_one_line_error(cli("preprocess", "--input-txt", path, "--encoding", "klingon-8"), "unknown encoding")
+
+
+@pytest.mark.parametrize("val,test", [("0.6", "0.4"), ("-0.1", "0.1"), ("0.5", "0.7")])
+def test_bad_fractions(cli, tmp_path, val, test):
+    path = tmp_path / "c.txt"
+    path.write_text("abc" * 10)
+    assert_one_line_error(cli("preprocess", "--input-txt", path, "--val-frac", val, "--test-frac", test), "frac")
+
+
+def test_failure_leaves_existing_outputs_untouched(cli, tmp_path):
+    good = tmp_path / "c.txt"
+    good.write_text("abc\n" * 50)
+    assert cli("preprocess", "--input-txt", good).code == 0
+    before = (good.with_suffix(".h5").read_bytes(), good.with_suffix(".json").read_bytes())
+    good.write_bytes(b"abc\n" * 10 + b"\xc3")  # now invalid UTF-8 at the end
+    assert cli("preprocess", "--input-txt", good).code != 0
+    assert (good.with_suffix(".h5").read_bytes(), good.with_suffix(".json").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "c.json", "c.txt"]
