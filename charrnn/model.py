@@ -45,7 +45,8 @@ class CharRNN(nn.Module):
             self.rnns = nn.ModuleList(cell(D if i == 0 else H, H, batch_first=True) for i in range(config.num_layers))
             self.norms = nn.ModuleList(nn.BatchNorm1d(H) for _ in range(config.num_layers))
         else:  # one fused multi-layer module (cuDNN runs all layers in one call)
-            self.rnns = nn.ModuleList([cell(D, H, config.num_layers, batch_first=True, dropout=config.dropout)])
+            between = config.dropout if config.num_layers > 1 else 0.0  # torch-rnn drops out after every layer
+            self.rnns = nn.ModuleList([cell(D, H, config.num_layers, batch_first=True, dropout=between)])
             self.norms = None
         self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.head = nn.Linear(H, V)

@@ -1,0 +1,132 @@
+"""Sampling: reproducibility, argmax, Unicode start text, streaming, and hostile checkpoints."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from charrnn import Sampler, load_checkpoint, sample
+
+from .conftest import assert_one_line_error
+
+
+def test_seeded_sampling_is_reproducible(trained):
+    a = sample(trained, length=300, seed=42)
+    assert a == sample(trained, length=300, seed=42)
+    assert a != sample(trained, length=300, seed=43)
+    assert len(a) == 300
+
+
+def test_output_uses_only_the_vocabulary(trained):
+    vocab = load_checkpoint(trained).vocab
+    text = sample(trained, length=500, seed=1, temperature=2.0)
+    assert set(text) <= set(vocab.decode(range(1, len(vocab) + 1)))
+
+
+def test_argmax_is_the_low_temperature_limit(trained):
+    greedy = sample(trained, length=200, start_text="The ", argmax=True)
+    cold = sample(trained, length=200, start_text="The ", temperature=1e-4, seed=5)
+    assert greedy == cold
+    assert greedy == sample(trained, length=200, start_text="The ", argmax=True)
+
+
+def test_start_text_is_included_and_counted(trained):
+    text = sample(trained, length=50, start_text="The lazy dog", seed=3)
+    assert text.startswith("The lazy dog") and len(text) == 50
+
+
+def test_unicode_start_text(tmp_path, cli):
+    corpus = tmp_path / "u.txt"
+    corpus.write_text("naïve café 日本語 🙂 " * 200, encoding="utf-8")
+    assert cli("preprocess", "--input-txt", corpus, "--quiet").code == 0
+    assert cli("train", "--input-h5", tmp_path / "u.h5", "--input-json", tmp_path / "u.json", "--rnn-size", "8",
+               "--wordvec-size", "4", "--num-layers", "1", "--batch-size", "2", "--seq-length", "8",
+               "--max-iters", "3", "--gpu", "-1", "--checkpoint-name", tmp_path / "cv" / "u", "--quiet").code == 0
+    result = cli("sample", "--checkpoint", tmp_path / "cv", "--start-text", "日本🙂 café", "--length", "30",
+                 "--seed", "1")
+    assert result.code == 0, result
+    assert result.out.startswith("日本🙂 café") and len(result.out.rstrip("\n")) == 30
+
+
+def test_unseen_start_character_is_named(cli, trained):
+    assert_one_line_error(cli("sample", "--checkpoint", trained, "--start-text", "fox €"), "'€'")
+
+
+def test_generation_streams_in_pieces(trained):
+    sampler = Sampler.from_checkpoint(trained)
+    pieces = sampler.generate(length=1000, seed=0, chunk=100)
+    first = next(pieces)
+    assert len(first) == 100  # produced before the rest exists
+    rest = "".join(pieces)
+    assert len(first) + len(rest) == 1000
+
+
+def test_cli_sample_to_stdout_and_file(cli, trained, tmp_path):
+    out = cli("sample", "--checkpoint", trained, "--length", "120", "--seed", "9")
+    assert out.code == 0 and len(out.out) == 121  # plus the final newline
+    target = tmp_path / "s.txt"
+    assert cli("sample", "--checkpoint", trained, "--length", "120", "--seed", "9", "-o", target).code == 0
+    assert target.read_text() == out.out[:-1]
+
+
+def test_checkpoint_directory_means_newest(cli, trained):
+    a = cli("sample", "--checkpoint", trained.parent, "--length", "40", "--seed", "1").out
+    assert a == cli("sample", "--checkpoint", trained, "--length", "40", "--seed", "1").out
+
+
+@pytest.mark.parametrize("flag,value", [("--temperature", "0"), ("--temperature", "-1"), ("--length", "0")])
+def test_bad_sampling_values(cli, trained, flag, value):
+    assert_one_line_error(cli("sample", "--checkpoint", trained, flag, value), flag)
+
+
+# -- checkpoints as untrusted input -------------------------------------------------------------
+def test_truncated_empty_and_foreign_checkpoints(cli, trained, tmp_path):
+    truncated = tmp_path / "t_1.pt"
+    truncated.write_bytes(trained.read_bytes()[:2000])
+    empty = tmp_path / "e_1.pt"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "f_1.pt"
+    foreign.write_bytes(b"this is not a checkpoint at all" * 10)
+    weights_only = tmp_path / "w_1.pt"
+    torch.save({"weight": torch.zeros(3)}, weights_only)
+    for path, fragment in [(truncated, "truncated"), (empty, "empty"), (foreign, "not a"),
+                           (weights_only, "not a charrnn checkpoint"), (tmp_path / "missing.pt", "not found")]:
+        assert_one_line_error(cli("sample", "--checkpoint", path), path.name, fragment)
+
+
+def test_future_format_version_is_refused(cli, trained, tmp_path):
+    data = torch.load(trained, weights_only=True)
+    data["version"] = 99
+    future = tmp_path / "future_1.pt"
+    torch.save(data, future)
+    assert_one_line_error(cli("sample", "--checkpoint", future), "version 99")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_payload_never_runs(cli, trained, dataset, tmp_path):
+    marker = tmp_path / "pwned"
+    data = torch.load(trained, weights_only=True)
+    data["evil"] = _Payload(str(marker))
+    hostile = tmp_path / "hostile_30.pt"
+    torch.save(data, hostile)
+    with zipfile.ZipFile(hostile) as z:  # make sure the payload really is in there
+        assert any(name.endswith("data.pkl") for name in z.namelist())
+    assert_one_line_error(cli("sample", "--checkpoint", hostile), "refusing")
+    h5, js = dataset
+    assert_one_line_error(cli("train", "--resume", hostile, "--input-h5", h5, "--input-json", js), "refusing")
+    assert not marker.exists()
+    raw = tmp_path / "raw_1.pt"  # a bare pickle, not a zip
+    raw.write_bytes(pickle.dumps(_Payload(str(marker))))
+    assert cli("sample", "--checkpoint", raw).code != 0
+    assert not marker.exists()
