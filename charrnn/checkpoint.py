@@ -21,7 +21,7 @@ from .vocab import Vocabulary
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
-_ITER = re.compile(r"_(\d+)\.pt$")
+_ITER = re.compile(r"_(\d+)\.(?:pt|t7)$")
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Checkpoint:
     model_state: dict
     iteration: int = 0
     train_state: dict = field(default_factory=dict)  # empty when saved without resume state
+    info: dict = field(default_factory=dict)  # histories and options of an imported torch-rnn checkpoint
 
     def build_model(self, device: torch.device | str = "cpu") -> CharRNN:
         model = CharRNN(self.model_config)
@@ -57,7 +58,7 @@ def existing_checkpoints(name: str | Path) -> list[Path]:
         return []
     found = []
     for p in name.parent.glob(f"{name.name}_*.pt"):
-        m = _ITER.search(p.name)
+        m = re.search(r"_(\d+)\.pt$", p.name)
         if m and p.name == f"{name.name}_{m.group(1)}.pt":
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
@@ -67,10 +68,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file from a ``.pt`` path, its ``.json`` twin, or a directory (its newest)."""
     p = Path(path)
     if p.is_dir():
-        candidates = [(int(m.group(1)), q.stat().st_mtime, q) for q in p.glob("*.pt")
+        candidates = [(int(m.group(1)), q.stat().st_mtime, q) for q in p.iterdir()
                       if (m := _ITER.search(q.name))]
         if not candidates:
-            raise CharRNNError(f"no checkpoint (*_<iteration>.pt) in directory {p}")
+            raise CharRNNError(f"no checkpoint (*_<iteration>.pt or .t7) in directory {p}")
         return max(candidates, key=lambda c: (c[1], c[0]))[2]
     if p.suffix == ".json" and p.with_suffix(".pt").exists():
         return p.with_suffix(".pt")

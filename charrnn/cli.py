@@ -158,6 +158,38 @@ def sample(checkpoint, length, start_text, sample_flag, temperature, seed, gpu, 
         click.echo(f"sampled {length} characters in {seconds:.2f} s ({length / seconds:,.0f} chars/s)", err=True)
 
 
+# -- eval and convert -----------------------------------------------------------------------------
+@cli.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(), help="A charrnn (.pt) or torch-rnn (.t7) checkpoint.")
+@click.option("--input-h5", type=click.Path(), help="HDF5 file [default: the one the checkpoint was trained on].")
+@click.option("--input-json", type=click.Path(), help="Optional: check that this vocabulary matches the checkpoint.")
+@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, help="[default: the checkpoint's]")
+@click.option("--seq-length", type=POSITIVE_INT, help="[default: the checkpoint's]")
+@click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
+@click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
+def eval_command(checkpoint, input_h5, input_json, split, batch_size, seq_length, gpu, gpu_backend) -> None:
+    """Mean loss of a checkpoint over a whole split, in nats and bits per character."""
+    from .evaluation import evaluate_checkpoint
+
+    r = evaluate_checkpoint(checkpoint, input_h5, split, input_json, batch_size, seq_length, gpu, gpu_backend)
+    click.echo(f"{r.split} loss = {r.loss:.6f} nats/char, {r.bits_per_char:.4f} bits/char "
+               f"({r.batches} batches of {r.batch_size}x{r.seq_length})")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--output", "-o", required=True, help="Checkpoint name: writes <name>_<iteration>.pt and .json.")
+def convert(checkpoint, output) -> None:
+    """Convert a torch-rnn .t7 checkpoint into a native charrnn checkpoint."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    history = {"opt": ckpt.info.get("opt", {}), **{k: v for k, v in ckpt.info.items() if k != "opt"}}
+    path = save_checkpoint(output, ckpt.iteration, ckpt.build_model(), ckpt.vocab, history)
+    click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+
+
 # -- demo -----------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--output-dir", type=click.Path(file_okay=False), default="charrnn-demo", show_default=True)
