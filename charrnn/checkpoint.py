@@ -64,6 +64,14 @@ def existing_checkpoints(name: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_stale_temporaries(name: str | Path) -> None:
+    """Delete temporary files that a killed run left behind for this checkpoint name."""
+    name = Path(name)
+    if name.parent.is_dir():
+        for tmp in name.parent.glob(f".{name.name}_*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file from a ``.pt`` path, its ``.json`` twin, or a directory (its newest)."""
     p = Path(path)

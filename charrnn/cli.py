@@ -86,6 +86,9 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 @click.option("--checkpoint-name", default="cv/checkpoint", show_default=True,
               help="Checkpoints are written as <name>_<iteration>.pt and .json.")
 @click.option("--overwrite", is_flag=True, help="Replace the checkpoints of an earlier run of the same name.")
+@click.option("--keep-last", type=POSITIVE_INT, help="Keep only the newest N checkpoints of this run.")
+@click.option("--keep-best", is_flag=True, help="With --keep-last: also keep the one with the lowest validation loss.")
+@click.option("--patience", type=POSITIVE_INT, help="Stop after this many validations without improvement.")
 @click.option("--speed-benchmark", type=FLAG01, default=0, show_default=True)
 @click.option("--memory-benchmark", type=FLAG01, default=0, show_default=True)
 @click.option("--gpu", type=int, default=None, help=GPU_HELP)

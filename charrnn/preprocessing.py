@@ -135,6 +135,8 @@ def build_vocabulary(chunks: Iterator[np.ndarray], byte_mode: bool) -> tuple[Voc
 def _check_corpus(path: Path, vocab: Vocabulary, total: int, encoding: str) -> None:
     if total == 0:
         raise CharRNNError(f"{path}: the corpus is empty")
+    if len(vocab) == 1:
+        raise CharRNNError(f"{path}: the corpus is one character repeated; there is nothing to learn")
     if not vocab.byte_mode and 0 in vocab.tokens:
         raise CharRNNError(f"{path}: contains NUL characters, so it looks binary; use --encoding bytes to model raw bytes")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpoint, existing_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (Checkpoint, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
+                         save_checkpoint)
 from .data import StreamBatches, load_splits, make_batches
 from .device import describe, select_device
 from .errors import CharRNNError
@@ -60,6 +61,9 @@ class TrainConfig:
     resume: str | None = None
     overwrite: bool = False
     max_loss_factor: float = 3.0
+    keep_last: int | None = None
+    keep_best: bool = False
+    patience: int | None = None
 
     def validate(self) -> None:
         positive = ("batch_size", "seq_length", "wordvec_size", "rnn_size", "num_layers", "max_epochs",
@@ -67,7 +71,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
-        for name in ("max_iters", "time_budget"):
+        for name in ("max_iters", "time_budget", "keep_last", "patience"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be positive (got {value})")
@@ -176,23 +180,21 @@ class Trainer:
         self.config = config
         self.progress_bar, self.quiet = progress_bar, quiet
         self.stop_signal: int | None = None
+        self.last_checkpoint: Path | None = None
 
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self, signum: int = signal.SIGINT) -> None:
         """Finish the current iteration, save a checkpoint and stop (what Ctrl-C does)."""
         self.stop_signal = signum
 
-    def _install_signal_handlers(self):
-        previous = {}
-
+    def _install_signal_handlers(self) -> dict:
         def handler(signum, frame):
-            if self.stop_signal is not None:  # second signal: stop at once
+            if self.stop_signal is not None:  # a second signal: quit at once (writes are atomic)
                 signal.signal(signum, signal.SIG_DFL)
                 raise KeyboardInterrupt
-            self.stop_signal = signum
-            self.progress.write(f"caught {signal.Signals(signum).name}: saving a checkpoint after this iteration "
-                                "(press Ctrl-C again to quit at once)")
+            self.stop_signal = signum  # only a flag: printing here could re-enter the stream
 
+        previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 previous[sig] = signal.signal(sig, handler)
@@ -221,6 +223,7 @@ class Trainer:
 
     def _check_checkpoint_name(self) -> None:
         cfg = self.config
+        remove_stale_temporaries(cfg.checkpoint_name)
         if cfg.resume or cfg.overwrite:
             return
         found = existing_checkpoints(cfg.checkpoint_name)
@@ -229,13 +232,12 @@ class Trainer:
                 f"{found[-1]} already exists: use --resume {found[-1]} to continue that run, another "
                 "--checkpoint-name, or --overwrite to replace it")
 
-    # -- the loop ------------------------------------------------------------------------------
-    def run(self, handle_signals: bool = False) -> TrainResult:
+    def _setup(self) -> None:
         cfg = self.config
         self._check_checkpoint_name()
-        device = select_device(cfg.gpu, cfg.gpu_backend)
-        vocab = Vocabulary.load(cfg.input_json)
-        train, val = self._load_data(vocab)
+        self.device = device = select_device(cfg.gpu, cfg.gpu_backend)
+        self.vocab = vocab = Vocabulary.load(cfg.input_json)
+        self.train_batches, self.val_batches = self._load_data(vocab)
 
         source: Checkpoint | None = None
         if cfg.resume or cfg.init_from:
@@ -246,132 +248,191 @@ class Trainer:
                 raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
 
         torch.manual_seed(cfg.seed)
-        model_config = source.model_config if source else cfg.model_config(len(vocab))
-        model = source.build_model(device) if source else CharRNN(model_config).to(device)
-        model.train()
-        params = [p for p in model.parameters()]
-        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, **_adam_kwargs(device))
-        autocast_dtype = resolve_precision(cfg.precision, device)
+        self.model_config = source.model_config if source else cfg.model_config(len(vocab))
+        self.model = source.build_model(device) if source else CharRNN(self.model_config).to(device)
+        self.model.train()
+        self.params = list(self.model.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, **_adam_kwargs(device))
+        self.autocast_dtype = resolve_precision(cfg.precision, device)
 
-        history, start, lr, state = History(), 0, cfg.learning_rate, None
+        self.history, self.start, self.lr, self.state = History(), 0, cfg.learning_rate, None
         if cfg.resume:
-            ts = source.train_state
-            optimizer.load_state_dict(ts["optimizer"])
-            history = History(**ts["history"])
-            start, lr = source.iteration, float(ts["learning_rate"])
-            state = tuple(t.to(device) for t in ts["state"]) if ts.get("state") else None
-            if state is not None and state[0].shape[1] != train.batch_size:
-                state = None
-            torch.set_rng_state(ts["rng_cpu"])
-            if device.type == "cuda" and ts.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(ts["rng_cuda"], device)
+            self._restore(source)
         elif source and not cfg.reset_iterations:
-            start = source.iteration
-        _set_lr(optimizer, lr)
+            self.start = source.iteration
+        _set_lr(self.optimizer, self.lr)
+        self.num_train = self.train_batches.num_batches
+        self.total = cfg.max_iters if cfg.max_iters else cfg.max_epochs * self.num_train
+        if self.start >= self.total:
+            raise CharRNNError(f"nothing to do: the checkpoint is at iteration {self.start} and the run ends at "
+                               f"{self.total} (raise --max-epochs or --max-iters)")
+        self.xs = torch.from_numpy(self.train_batches.inputs).to(device)
+        self.ys = torch.from_numpy(self.train_batches.targets).to(device)
 
-        num_train = train.num_batches
-        total = cfg.max_iters if cfg.max_iters else cfg.max_epochs * num_train
-        if start >= total:
-            raise CharRNNError(f"nothing to do: the checkpoint is at iteration {start} and the run ends at {total} "
-                               "(raise --max-epochs or --max-iters)")
-        xs = torch.from_numpy(train.inputs).to(device)
-        ys = torch.from_numpy(train.targets).to(device)
+    def _restore(self, source: Checkpoint) -> None:
+        ts = source.train_state
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.history = History(**ts["history"])
+        self.start, self.lr = source.iteration, float(ts["learning_rate"])
+        state = tuple(t.to(self.device) for t in ts["state"]) if ts.get("state") else None
+        self.state = state if state is not None and state[0].shape[1] == self.train_batches.batch_size else None
+        torch.set_rng_state(ts["rng_cpu"])
+        if self.device.type == "cuda" and ts.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ts["rng_cuda"], self.device)
+        self.last_checkpoint = source.path
 
-        self._log(f"training {model_config.model_type} {model_config.num_layers}x{model_config.rnn_size} "
-                  f"({sum(p.numel() for p in params):,} parameters) on {describe(device)}"
-                  f"{', ' + str(autocast_dtype).replace('torch.', '') + ' autocast' if autocast_dtype else ''}")
-        self._log(f"{num_train} batches of {train.batch_size}x{cfg.seq_length} per epoch; "
-                  f"iterations {start + 1}..{total}")
-        self.progress = Progress(total, start, num_train, cfg.max_epochs, cfg.print_every,
+    # -- one iteration ---------------------------------------------------------------------------
+    def _step(self, k: int) -> float:
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.device, self.autocast_dtype):
+            loss, state = self.model.loss(self.xs[k], self.ys[k], self.state)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_value_(self.params, cfg.grad_clip)
+        self.optimizer.step()
+        self.state = detach_state(state)
+        return loss.item()
+
+    def _check_loss(self, i: int, loss: float) -> None:
+        first = self.history.train_loss_history[0]
+        factor = self.config.max_loss_factor
+        if not math.isfinite(loss):
+            raise self._diverged(i, f"the loss is {loss}")
+        if factor and loss > factor * first:
+            raise self._diverged(i, f"the loss {loss:.3f} exceeds {factor:g}x its starting value {first:.3f} "
+                                    "(--max-loss-factor 0 disables this check)")
+
+    def _end_of_epoch(self, i: int) -> None:
+        cfg = self.config
+        self.state = None
+        if (i // self.num_train) % cfg.lr_decay_every == 0 and cfg.lr_decay_factor != 1:
+            self.lr *= cfg.lr_decay_factor
+            _set_lr(self.optimizer, self.lr)
+            if cfg.reset_adam_on_decay:
+                self.optimizer.state.clear()
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _validate(self, i: int) -> float | None:
+        if self.val_batches is None:
+            return None
+        val_loss = evaluate(self.model, self.val_batches, self.device, self.autocast_dtype)
+        self.state = None  # torch-rnn resets the state around validation
+        self.progress.write(f"val_loss = {val_loss:f} ({val_loss * LOG2E:.4f} bits/char) at i = {i}")
+        if not math.isfinite(val_loss):
+            raise self._diverged(i, f"the validation loss is {val_loss}")
+        self.history.val_loss_history.append(val_loss)
+        self.history.val_loss_history_it.append(i)
+        return val_loss
+
+    def _save(self, i: int) -> Path:
+        cfg = self.config
+        if not all(torch.isfinite(p).all() for p in self.params):
+            raise self._diverged(i, "the weights are no longer finite")
+        train_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "learning_rate": self.lr,
+            "state": None if self.state is None else [t.cpu() for t in self.state],
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "history": asdict(self.history),
+            "config": asdict(cfg),
+        }
+        json_history = {"opt": asdict(cfg), **asdict(self.history)}
+        try:
+            path = save_checkpoint(cfg.checkpoint_name, i, self.model, self.vocab, json_history, train_state)
+        except CharRNNError as exc:
+            kept = f"; {self.last_checkpoint} is intact" if self.last_checkpoint else ""
+            raise CharRNNError(f"checkpoint at iteration {i} not saved: {exc}{kept}") from None
+        self.last_checkpoint = path
+        self.progress.write(f"saved {path}")
+        self._prune()
+        return path
+
+    def _best_iteration(self) -> int | None:
+        h = self.history
+        if not h.val_loss_history:
+            return None
+        return h.val_loss_history_it[min(range(len(h.val_loss_history)), key=h.val_loss_history.__getitem__)]
+
+    def _prune(self) -> None:
+        """Apply --keep-last (and --keep-best): delete older checkpoints of this run."""
+        cfg = self.config
+        if not cfg.keep_last:
+            return
+        keep_best = f"_{self._best_iteration()}.pt" if cfg.keep_best else None
+        for path in existing_checkpoints(cfg.checkpoint_name)[:-cfg.keep_last]:
+            if keep_best and path.name.endswith(keep_best) or path == self.last_checkpoint:
+                continue
+            for p in (path, path.with_suffix(".json")):
+                p.unlink(missing_ok=True)
+
+    def _patience_exhausted(self) -> bool:
+        patience = self.config.patience
+        h = self.history.val_loss_history
+        if not patience or len(h) <= patience:
+            return False
+        return min(h[-patience:]) >= min(h[:-patience])
+
+    def _diverged(self, i: int, why: str) -> CharRNNError:
+        last = self.last_checkpoint
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+        return CharRNNError(f"training diverged at iteration {i}: {why}; {where}. Try a lower --learning-rate")
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, handle_signals: bool = False) -> TrainResult:
+        """Train to the end (or the time budget, patience, or a stop request) and return the result."""
+        cfg = self.config
+        self._setup()
+        m = self.model_config
+        self._log(f"training {m.model_type} {m.num_layers}x{m.rnn_size} ({sum(p.numel() for p in self.params):,} "
+                  f"parameters) on {describe(self.device)}"
+                  f"{', ' + str(self.autocast_dtype).replace('torch.', '') + ' autocast' if self.autocast_dtype else ''}")
+        self._log(f"{self.num_train} batches of {self.train_batches.batch_size}x{cfg.seq_length} per epoch; "
+                  f"iterations {self.start + 1}..{self.total}")
+        self.progress = Progress(self.total, self.start, self.num_train, cfg.max_epochs, cfg.print_every,
                                  bar=self.progress_bar, quiet=self.quiet)
         previous_handlers = self._install_signal_handlers() if handle_signals else {}
-        last_checkpoint: Path | None = None
-        first_loss = history.train_loss_history[0] if history.train_loss_history else None
         deadline = time.monotonic() + cfg.time_budget if cfg.time_budget else None
-
-        def checkpoint(i: int, validate: bool = True) -> Path:
-            nonlocal state, last_checkpoint
-            if validate and val is not None:
-                val_loss = evaluate(model, val, device, autocast_dtype)
-                state = None  # torch-rnn resets the state around validation
-                self.progress.write(f"val_loss = {val_loss:f} ({val_loss * LOG2E:.4f} bits/char) at i = {i}")
-                history.val_loss_history.append(val_loss)
-                history.val_loss_history_it.append(i)
-            if not all(torch.isfinite(p).all() for p in params):
-                raise self._diverged(i, "the weights are no longer finite", last_checkpoint)
-            train_state = {
-                "optimizer": optimizer.state_dict(),
-                "learning_rate": lr,
-                "state": None if state is None else [t.cpu() for t in state],
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "history": asdict(history),
-                "config": asdict(cfg),
-            }
-            json_history = {"opt": asdict(cfg), **asdict(history)}
-            last_checkpoint = save_checkpoint(cfg.checkpoint_name, i, model, vocab, json_history, train_state)
-            self.progress.write(f"saved {last_checkpoint}")
-            return last_checkpoint
-
+        history, total = self.history, self.total
         try:
-            i = start
+            i = self.start
             while i < total:
                 i += 1
-                k = (i - 1) % num_train
                 t0 = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(device, autocast_dtype):
-                    loss, state = model.loss(xs[k], ys[k], state)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
-                optimizer.step()
-                state = detach_state(state)
-                loss_value = loss.item()
+                loss = self._step((i - 1) % self.num_train)
                 if cfg.speed_benchmark:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
                     history.forward_backward_times.append((time.perf_counter() - t0) * 1000)
                 if cfg.memory_benchmark:
-                    history.memory_usage.append(_memory_in_use(device))
-                history.train_loss_history.append(loss_value)
-                history.learning_rate_history.append(lr)
-                if first_loss is None:
-                    first_loss = loss_value
-                if not math.isfinite(loss_value):
-                    raise self._diverged(i, f"the loss is {loss_value}", last_checkpoint)
-                if cfg.max_loss_factor and loss_value > cfg.max_loss_factor * first_loss:
-                    raise self._diverged(i, f"the loss {loss_value:.3f} exceeds {cfg.max_loss_factor:g}x its "
-                                            f"starting value {first_loss:.3f} (--max-loss-factor 0 disables this check)",
-                                         last_checkpoint)
-                self.progress.update(i, loss_value, lr)
-
-                if i % num_train == 0:  # end of an epoch
-                    state = None
-                    if (i // num_train) % cfg.lr_decay_every == 0 and cfg.lr_decay_factor != 1:
-                        lr *= cfg.lr_decay_factor
-                        _set_lr(optimizer, lr)
-                        if cfg.reset_adam_on_decay:
-                            optimizer.state.clear()
-                if deadline is not None and time.monotonic() >= deadline:
+                    history.memory_usage.append(_memory_in_use(self.device))
+                history.train_loss_history.append(loss)
+                history.learning_rate_history.append(self.lr)
+                self._check_loss(i, loss)
+                self.progress.update(i, loss, self.lr)
+                if i % self.num_train == 0:
+                    self._end_of_epoch(i)
+                if deadline is not None and time.monotonic() >= deadline and i < total:
                     total = i
                     self.progress.write(f"time budget of {cfg.time_budget:g} s spent at iteration {i}")
                 if (cfg.checkpoint_every > 0 and i % cfg.checkpoint_every == 0) or i == total:
-                    checkpoint(i)
+                    self._validate(i)
+                    self._save(i)
+                    if self._patience_exhausted() and i < total:
+                        self.progress.write(f"no improvement in {cfg.patience} validations: stopping at {i} "
+                                            f"(best: iteration {self._best_iteration()})")
+                        total = i
                 if self.stop_signal is not None:
-                    path = last_checkpoint if last_checkpoint and last_checkpoint.name.endswith(f"_{i}.pt") \
-                        else checkpoint(i, validate=False)
-                    self.progress.close()
-                    return TrainResult(path, i, history, self.stop_signal)
+                    self.progress.write(f"caught {signal.Signals(self.stop_signal).name} at iteration {i}")
+                    if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"_{i}.pt"):
+                        self._save(i)
+                    return TrainResult(self.last_checkpoint, i, history, self.stop_signal)
         finally:
             self.progress.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
-        return TrainResult(last_checkpoint, total, history)
-
-    def _diverged(self, i: int, why: str, last: Path | None) -> CharRNNError:
-        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
-        return CharRNNError(f"training diverged at iteration {i}: {why}; {where}. Try a lower --learning-rate")
+        return TrainResult(self.last_checkpoint, total, history)
 
 
 def _adam_kwargs(device: torch.device) -> dict:
