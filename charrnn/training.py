@@ -82,6 +82,8 @@ class TrainConfig:
             raise CharRNNError(f"--dropout must lie in [0, 1) (got {self.dropout})")
         if not 0 < self.lr_decay_factor <= 1:
             raise CharRNNError(f"--lr-decay-factor must lie in (0, 1] (got {self.lr_decay_factor})")
+        if self.batchnorm and self.batch_size * self.seq_length < 2:
+            raise CharRNNError("--batchnorm 1 needs more than one position per batch (--batch-size x --seq-length >= 2)")
         if self.model_type not in CELLS:
             raise CharRNNError(f"--model-type must be one of {', '.join(CELLS)} (got {self.model_type!r})")
         if self.precision not in PRECISIONS:

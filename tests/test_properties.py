@@ -6,7 +6,7 @@ import json
 
 import h5py
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from charrnn import Vocabulary, preprocess, train
@@ -60,9 +60,19 @@ def test_bytes_round_trip(tmp_path, data, fracs):
        seq_length=st.integers(1, 20), dropout=st.sampled_from([0.0, 0.5]), batchnorm=st.booleans(),
        grad_clip=st.sampled_from([0.0, 1.0, 5.0]), checkpoint_every=st.integers(0, 3))
 def test_any_valid_flags_train(dataset, tmp_path_factory, **flags):
+    assume(not flags["batchnorm"] or flags["batch_size"] * flags["seq_length"] > 1)  # a clear error, tested below
     h5, js = dataset
     out = tmp_path_factory.mktemp("prop")
     result = train(input_h5=str(h5), input_json=str(js), gpu=-1, max_iters=2, print_every=0, quiet=True,
                    checkpoint_name=str(out / "cp"), max_loss_factor=0, **flags)
     assert result.iterations == 2 and len(result.history.train_loss_history) == 2
     assert result.checkpoint.exists()
+
+
+def test_batchnorm_needs_two_positions(cli, dataset, tmp_path):
+    from .conftest import assert_one_line_error
+
+    h5, js = dataset
+    result = cli("train", "--input-h5", h5, "--input-json", js, "--batchnorm", "1", "--batch-size", "1",
+                 "--seq-length", "1", "--gpu", "-1", "--checkpoint-name", tmp_path / "c")
+    assert_one_line_error(result, "--batchnorm")
