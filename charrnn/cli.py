@@ -134,16 +134,28 @@ def train(ctx: click.Context, quiet: bool, **options) -> None:
 @click.option("--seed", type=int, default=None, help="Make the sample reproducible.")
 @click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
 @click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
+@click.option("--num-samples", type=POSITIVE_INT, default=1, show_default=True,
+              help="Independent samples, generated together in one batch (separated by a blank line).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--verbose", type=FLAG01, default=0, show_default=True, help="1 = report speed on stderr.")
-def sample(checkpoint, length, start_text, sample_flag, temperature, seed, gpu, gpu_backend, output, verbose) -> None:
+def sample(checkpoint, length, start_text, sample_flag, temperature, seed, gpu, gpu_backend, num_samples, output,
+           verbose) -> None:
     """Generate text from a checkpoint, streamed as it is produced."""
     from .sampling import Sampler
 
     start = time.perf_counter()
     sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu, gpu_backend=gpu_backend)
-    pieces = sampler.generate(length, start_text, argmax=not sample_flag, temperature=temperature, seed=seed)
     binary = sampler.vocab.byte_mode
+    if num_samples > 1:
+        if sampler.device.type != "cpu":
+            raise CharRNNError("--num-samples runs on the CPU: add --gpu -1")
+        texts = sampler.generate_many(num_samples, length, start_text, argmax=not sample_flag,
+                                      temperature=temperature, seed=seed)
+        gap = b"\n\n" if binary else "\n\n"
+        pieces = iter([gap.join(texts)])
+        length *= num_samples
+    else:
+        pieces = sampler.generate(length, start_text, argmax=not sample_flag, temperature=temperature, seed=seed)
     if output:
         from .fileio import atomic_write
         with atomic_write(output, "wb" if binary else "w") as f:

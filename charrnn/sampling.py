@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
@@ -21,6 +22,7 @@ class Sampler:
         self.model = model.to(device).eval()
         self.vocab = vocab
         self.device = torch.device(device)
+        self._values = np.array(vocab.tokens, dtype=np.uint32)  # token value by 0-based id
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, gpu: int | None = -1, gpu_backend: str = "cuda") -> "Sampler":
@@ -28,7 +30,27 @@ class Sampler:
         ckpt = load_checkpoint(path)
         return cls(ckpt.build_model(device), ckpt.vocab, device)
 
-    @torch.inference_mode()
+    def _check(self, length: int, start_text: str, temperature: float):
+        if length < 1:
+            raise CharRNNError(f"--length must be positive (got {length})")
+        if not temperature > 0:
+            raise CharRNNError(f"--temperature must be positive (got {temperature})")
+        start = self.vocab.encode(start_text) - 1 if start_text else None  # 0-based for the model
+        if start is not None and len(start) > length:
+            raise CharRNNError(f"--length {length} is shorter than the start text ({len(start)} tokens)")
+        return start
+
+    def _engine(self, streams: int, start, argmax: bool, temperature: float, seed: int | None):
+        """A primed NumPy engine and the first tokens to emit."""
+        from .fastsample import NumpyEngine
+
+        engine = NumpyEngine(self.model, streams, temperature, argmax, seed)
+        if start is None:
+            return engine, engine.first()
+        for token in start:
+            engine.feed(np.full(streams, token))
+        return engine, engine.choose()
+
     def generate(self, length: int = 2000, start_text: str = "", argmax: bool = False,
                  temperature: float = 1.0, seed: int | None = None, chunk: int = 256) -> Iterator[str | bytes]:
         """Yield ``length`` characters (start text included) in pieces of about ``chunk``.
@@ -36,27 +58,57 @@ class Sampler:
         Without start text the first character is drawn uniformly (argmax takes the first
         token), as torch-rnn does. In bytes mode the pieces are bytes.
         """
-        if length < 1:
-            raise CharRNNError(f"--length must be positive (got {length})")
-        if not temperature > 0:
-            raise CharRNNError(f"--temperature must be positive (got {temperature})")
-        start = self.vocab.encode(start_text) if start_text else None
-        if start is not None and len(start) > length:
-            raise CharRNNError(f"--length {length} is shorter than the start text ({len(start)} tokens)")
+        start = self._check(length, start_text, temperature)
+        if start is not None:
+            yield self._decode(start)
+        remaining = length - (0 if start is None else len(start))
+        if self.device.type != "cpu":
+            yield from self._generate_torch(remaining, start, argmax, temperature, seed, chunk)
+            return
+        engine, nxt = self._engine(1, start, argmax, temperature, seed)
+        buf, n = np.empty(chunk, dtype=np.int64), 0
+        for t in range(remaining):
+            buf[n] = nxt[0]
+            n += 1
+            if n == chunk:
+                yield self._decode(buf)
+                n = 0
+            if t + 1 < remaining:
+                engine.feed(nxt)
+                nxt = engine.choose()
+        if n:
+            yield self._decode(buf[:n])
+
+    def generate_many(self, num_samples: int, length: int = 2000, start_text: str = "", argmax: bool = False,
+                      temperature: float = 1.0, seed: int | None = None) -> list[str | bytes]:
+        """``num_samples`` independent samples, computed together as one batch (CPU)."""
+        if num_samples < 1:
+            raise CharRNNError(f"--num-samples must be positive (got {num_samples})")
+        start = self._check(length, start_text, temperature)
+        prefix = [] if start is None else list(start)
+        remaining = length - len(prefix)
+        engine, nxt = self._engine(num_samples, start, argmax, temperature, seed)
+        out = np.empty((num_samples, remaining), dtype=np.int64)
+        for t in range(remaining):
+            out[:, t] = nxt
+            if t + 1 < remaining:
+                engine.feed(nxt)
+                nxt = engine.choose()
+        return [self._decode(np.concatenate([prefix, row]).astype(np.int64)) for row in out]
+
+    @torch.inference_mode()
+    def _generate_torch(self, remaining: int, start, argmax: bool, temperature: float, seed: int | None,
+                        chunk: int) -> Iterator[str | bytes]:
+        """The same sampling with the PyTorch model, for GPUs."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
         V = len(self.vocab)
-        tokens = self.vocab.token_array()
         state = None
         if start is not None:
-            yield self._decode(tokens, start)
-            x = torch.as_tensor(start - 1, device=self.device).view(1, -1)  # the model counts from 0
-            scores, state = self.model(x, state)
+            scores, state = self.model(torch.as_tensor(start, device=self.device).view(1, -1))
             scores = scores[:, -1]
-            remaining = length - len(start)
         else:
-            scores = torch.ones(1, V, device=self.device)
-            remaining = length
+            scores = torch.zeros(1, V, device=self.device)
         out: list[int] = []
         for t in range(remaining):
             if argmax:
@@ -64,21 +116,22 @@ class Sampler:
             else:
                 probs = torch.softmax(scores.float() / temperature, dim=-1)
                 nxt = torch.multinomial(probs, 1, generator=gen)
-            out.append(int(nxt) + 1)
+            out.append(int(nxt))
             if len(out) >= chunk:
-                yield self._decode(tokens, out)
+                yield self._decode(np.array(out))
                 out = []
             if t + 1 < remaining:
                 scores, state = self.model(nxt.view(1, 1), state)
                 scores = scores[:, -1]
         if out:
-            yield self._decode(tokens, out)
+            yield self._decode(np.array(out))
 
-    def _decode(self, tokens, ids) -> str | bytes:
-        values = tokens[list(ids) if not hasattr(ids, "dtype") else ids]
+    def _decode(self, ids: np.ndarray) -> str | bytes:
+        """Text (or bytes) for 0-based token ids."""
+        values = self._values[ids]
         if self.vocab.byte_mode:
-            return bytes(values.astype("uint8"))
-        return "".join(map(chr, values))
+            return values.astype(np.uint8).tobytes()
+        return values.tobytes().decode("utf-32-le")
 
 
 def sample(checkpoint: str | Path, length: int = 2000, start_text: str = "", argmax: bool = False,

@@ -130,3 +130,42 @@ def test_pickle_payload_never_runs(cli, trained, dataset, tmp_path):
     raw.write_bytes(pickle.dumps(_Payload(str(marker))))
     assert cli("sample", "--checkpoint", raw).code != 0
     assert not marker.exists()
+
+
+def test_many_samples_in_one_batch(cli, trained):
+    from charrnn import Sampler
+
+    sampler = Sampler.from_checkpoint(trained)
+    texts = sampler.generate_many(8, length=60, start_text="The ", seed=4)
+    assert len(texts) == 8 and all(len(t) == 60 and t.startswith("The ") for t in texts)
+    assert len(set(texts)) > 1  # independent streams
+    assert texts == sampler.generate_many(8, length=60, start_text="The ", seed=4)
+    greedy = sampler.generate_many(3, length=40, start_text="The ", argmax=True)
+    assert greedy == ["".join(sampler.generate(40, start_text="The ", argmax=True))] * 3
+    out = cli("sample", "--checkpoint", trained, "--num-samples", "4", "--length", "30", "--seed", "2")
+    assert out.code == 0 and len(out.out.strip("\n").split("\n\n")) >= 1
+
+
+def test_numpy_engine_matches_the_model(trained, tmp_path):
+    """The fast CPU engine computes what the PyTorch model computes, for every cell type."""
+    import numpy as np
+
+    from charrnn import CharRNN, ModelConfig
+    from charrnn.fastsample import NumpyEngine
+
+    for model_type in ("lstm", "gru", "rnn"):
+        for batchnorm in (False, True):
+            torch.manual_seed(0)
+            model = CharRNN(ModelConfig(7, model_type, 5, 6, 3, 0.0, batchnorm)).eval()
+            if batchnorm:
+                for norm in model.norms:
+                    norm.running_mean.uniform_(-1, 1)
+                    norm.running_var.uniform_(0.5, 2)
+                    norm.weight.data.uniform_(0.5, 2)
+            tokens = np.array([[1, 4, 2, 6, 0, 3]] * 2)
+            engine = NumpyEngine(model, streams=2, argmax=True)
+            for t in range(tokens.shape[1]):
+                engine.feed(tokens[:, t])
+            expected, _ = model(torch.as_tensor(tokens))
+            z = engine.h_own[-1] @ engine.head_w_t + engine.head_b
+            assert np.allclose(z, expected[:, -1].detach().numpy(), atol=1e-5), (model_type, batchnorm)
