@@ -89,6 +89,20 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 @click.option("--keep-last", type=POSITIVE_INT, help="Keep only the newest N checkpoints of this run.")
 @click.option("--keep-best", is_flag=True, help="With --keep-last: also keep the one with the lowest validation loss.")
 @click.option("--patience", type=POSITIVE_INT, help="Stop after this many validations without improvement.")
+@click.option("--lr-schedule", type=click.Choice(["step", "cosine", "constant"]), default="step", show_default=True,
+              help="step = torch-rnn's decay every --lr-decay-every epochs.")
+@click.option("--warmup-iters", type=NON_NEGATIVE_INT, default=0, show_default=True, help="Linear warm-up.")
+@click.option("--min-lr", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Floor for cosine.")
+@click.option("--weight-init", type=click.Choice(["torch-rnn", "xavier", "orthogonal", "normal"]), default="torch-rnn",
+              show_default=True)
+@click.option("--init-std", type=POSITIVE_FLOAT, default=0.05, show_default=True, help="For --weight-init normal.")
+@click.option("--stats-every", type=NON_NEGATIVE_INT, default=10, show_default=True,
+              help="Record gradient norm and update:parameter ratios every N iterations; 0 = never.")
+@click.option("--sample-every", type=NON_NEGATIVE_INT, default=0, show_default=True,
+              help="Print a sample every N iterations; 0 = never.")
+@click.option("--sample-length", type=POSITIVE_INT, default=200, show_default=True)
+@click.option("--sample-temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True)
+@click.option("--tensorboard", type=click.Path(file_okay=False), help="Write TensorBoard logs to this directory.")
 @click.option("--speed-benchmark", type=FLAG01, default=0, show_default=True)
 @click.option("--memory-benchmark", type=FLAG01, default=0, show_default=True)
 @click.option("--gpu", type=int, default=None, help=GPU_HELP)
@@ -203,6 +217,93 @@ def convert(checkpoint, output) -> None:
     history = {"opt": ckpt.info.get("opt", {}), **{k: v for k, v in ckpt.info.items() if k != "opt"}}
     path = save_checkpoint(output, ckpt.iteration, ckpt.build_model(), ckpt.vocab, history)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+
+
+# -- insight --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="PNG or SVG file.")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), help="[default: from the file name]")
+@click.option("--width", type=POSITIVE_INT, default=1200, show_default=True, help="Pixels.")
+@click.option("--height", type=POSITIVE_INT, default=800, show_default=True, help="Pixels.")
+@click.option("--smoothing", type=POSITIVE_INT, help="Moving-average window [default: 2% of the run].")
+def plot(runs, output, fmt, width, height, smoothing) -> None:
+    """Compare runs: loss, learning rate, update:parameter ratios, gradient norm.
+
+    A RUN is a checkpoint (.json or .pt) or a directory of checkpoints (its newest).
+    """
+    from .plot import plot_runs
+
+    click.echo(f"wrote {plot_runs(list(runs), output, fmt, width, height, smoothing)}")
+
+
+@cli.command("lr-find")
+@click.option("--input-h5", required=True, type=click.Path())
+@click.option("--input-json", required=True, type=click.Path())
+@click.option("--start-lr", type=POSITIVE_FLOAT, default=1e-5, show_default=True)
+@click.option("--end-lr", type=POSITIVE_FLOAT, default=1.0, show_default=True)
+@click.option("--num-iters", type=POSITIVE_INT, default=100, show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="lr_find.png", show_default=True,
+              help="Curve as PNG (needs matplotlib) and JSON beside it.")
+@click.option("--model-type", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
+@click.option("--wordvec-size", type=POSITIVE_INT, default=64, show_default=True)
+@click.option("--rnn-size", type=POSITIVE_INT, default=128, show_default=True)
+@click.option("--num-layers", type=POSITIVE_INT, default=2, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=50, show_default=True)
+@click.option("--seq-length", type=POSITIVE_INT, default=50, show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True)
+@click.option("--weight-init", type=click.Choice(["torch-rnn", "xavier", "orthogonal", "normal"]), default="torch-rnn")
+@click.option("--init-std", type=POSITIVE_FLOAT, default=0.05)
+@click.option("--gpu", type=int, default=None, help=GPU_HELP)
+@click.option("--seed", type=int, default=123, show_default=True)
+def lr_find_command(start_lr, end_lr, num_iters, output, **options) -> None:
+    """Learning-rate range test: raise the rate exponentially until the loss blows up."""
+    from .insight import lr_find, save_lr_find
+    from .training import TrainConfig
+
+    result = lr_find(TrainConfig(**options), start_lr, end_lr, num_iters)
+    for path in save_lr_find(result, output):
+        click.echo(f"wrote {path}")
+    if result.suggestion:
+        click.echo(f"suggested learning rate: {result.suggestion:.3g} (steepest descent of the smoothed loss; "
+                   f"tried {len(result.losses)} rates up to {result.learning_rates[-1]:.3g})")
+    else:
+        click.echo("no suggestion: the loss never fell (try a wider --start-lr/--end-lr range)")
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path())
+@click.option("--input-h5", type=click.Path(), help="[default: the checkpoint's training data]")
+@click.option("--length", type=POSITIVE_INT, default=2000, show_default=True, help="Characters to sample.")
+@click.option("--max-n", type=POSITIVE_INT, default=20, show_default=True, help="Longest substring length.")
+@click.option("--temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def novelty(checkpoint, input_h5, length, max_n, temperature, seed) -> None:
+    """Memorisation check: how much of a sample never occurs in the training split."""
+    from .insight import novelty_report
+
+    fractions = novelty_report(checkpoint, input_h5, length, max_n, temperature, seed)
+    click.echo("length  novel")
+    for n, fraction in enumerate(fractions, 1):
+        click.echo(f"{n:6d}  {100 * fraction:5.1f}%")
+
+
+# -- bench ------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--quick", is_flag=True, help="A one-minute subset.")
+@click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
+@click.option("--batch-size", "batch_sizes", type=POSITIVE_INT, multiple=True, help="Repeatable [default: 50].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
+              help="Where to write the JSON results.")
+def bench(quick, gpu, batch_sizes, output) -> None:
+    """Measure training, sampling, preprocessing and start-up speed against same-run references."""
+    from .bench import run_bench
+
+    result = run_bench(quick=quick, gpu=gpu, output=output, batch_sizes=batch_sizes or (50,),
+                       log=lambda m: click.echo(m, err=True))
+    click.echo(result["markdown"])
+    click.echo(f"\nwrote {output}", err=True)
 
 
 # -- demo -----------------------------------------------------------------------------------------

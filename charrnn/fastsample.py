@@ -32,8 +32,8 @@ def _layer_weights(model: CharRNN) -> list[tuple[np.ndarray, np.ndarray, np.ndar
 def _batchnorm_affine(model: CharRNN, layer: int) -> tuple[np.ndarray, np.ndarray]:
     """Scale and shift of a batch-norm layer in eval mode: BN(h) = h * s + t."""
     bn = model.norms[layer]
-    s = (bn.weight / (bn.running_var + bn.eps).sqrt()).detach().float().numpy()
-    t = (bn.bias - bn.running_mean * bn.weight / (bn.running_var + bn.eps).sqrt()).detach().float().numpy()
+    s = (bn.weight / (bn.running_var + bn.eps).sqrt()).detach().float().cpu().numpy()
+    t = (bn.bias - bn.running_mean * bn.weight / (bn.running_var + bn.eps).sqrt()).detach().float().cpu().numpy()
     return s, t
 
 
@@ -47,9 +47,9 @@ class NumpyEngine:
         self.argmax = argmax
         H, L, K = self.H, self.L, streams
         layers = _layer_weights(model)
-        embed = model.embed.weight.detach().float().numpy()
-        head_w = model.head.weight.detach().float().numpy()
-        head_b = model.head.bias.detach().float().numpy()
+        embed = model.embed.weight.detach().float().cpu().numpy()
+        head_w = model.head.weight.detach().float().cpu().numpy()
+        head_b = model.head.bias.detach().float().cpu().numpy()
         if cfg.batchnorm:  # fold BN(h) = h*s + t into whatever reads h next
             for l in range(L):
                 s, t = _batchnorm_affine(model, l)
@@ -167,8 +167,9 @@ class NumpyEngine:
 
     def _next_noise(self) -> np.ndarray:
         if self.noise_at >= self.block:
-            # Gumbel noise -log(-log(u)) in float32; u in (0, 1] avoids log(0)
-            u = 1.0 - self.rng.random((self.block, self.K, self.scores.shape[1]), dtype=np.float32)
+            # Gumbel noise -log(-log(u)) in float32
+            u = self.rng.random((self.block, self.K, self.scores.shape[1]), dtype=np.float32)
+            np.clip(u, np.finfo(np.float32).tiny, np.float32(1 - 2 ** -24), out=u)  # keep both logs finite
             np.log(u, out=u)
             np.negative(u, out=u)
             np.log(u, out=u)

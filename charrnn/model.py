@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+INIT_SCHEMES = ("torch-rnn", "xavier", "orthogonal", "normal")
 
 State = tuple  # (h, c) for an LSTM, (h,) otherwise; each of shape (num_layers, N, H)
 
@@ -52,20 +53,41 @@ class CharRNN(nn.Module):
         self.head = nn.Linear(H, V)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """torch-rnn's initialisation: N(0, 1/sqrt(D + H)) weights, zero biases, forget bias 1."""
+    def reset_parameters(self, scheme: str = "torch-rnn", std: float = 0.05) -> None:
+        """Initialise the weights; biases start at zero and an LSTM's forget-gate bias at 1.
+
+        ``torch-rnn``: recurrent weights N(0, 1/sqrt(D + H)), embedding N(0, 1), output
+        layer uniform(+-1/sqrt(H)), as torch-rnn did. ``xavier``: Glorot-uniform matrices.
+        ``orthogonal``: orthogonal matrices (per gate block). ``normal``: every weight N(0, std).
+        """
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown weight initialisation {scheme!r}")
         H = self.config.rnn_size
+        if scheme == "normal":
+            nn.init.normal_(self.embed.weight, 0.0, std)
+            nn.init.normal_(self.head.weight, 0.0, std)
+            nn.init.zeros_(self.head.bias)
+        elif scheme != "torch-rnn":
+            init = nn.init.xavier_uniform_ if scheme == "xavier" else nn.init.orthogonal_
+            init(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         for rnn in self.rnns:
             for name, p in rnn.named_parameters():
                 layer = int(name.rsplit("_l", 1)[1])
                 input_size = rnn.input_size if layer == 0 else H
-                if name.startswith("weight"):
-                    nn.init.normal_(p, 0.0, 1.0 / math.sqrt(input_size + H))
-                else:
+                if name.startswith("bias"):
                     nn.init.zeros_(p)
                     if isinstance(rnn, nn.LSTM) and name.startswith("bias_ih"):
                         with torch.no_grad():
                             p[H:2 * H].fill_(1.0)  # PyTorch's gate order is i, f, g, o
+                elif scheme == "torch-rnn":
+                    nn.init.normal_(p, 0.0, 1.0 / math.sqrt(input_size + H))
+                elif scheme == "normal":
+                    nn.init.normal_(p, 0.0, std)
+                else:
+                    init = nn.init.xavier_uniform_ if scheme == "xavier" else nn.init.orthogonal_
+                    for block in p.split(H, dim=0):  # one matrix per gate
+                        init(block)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Scores (N, T, V) for token ids ``x`` (N, T), and the recurrent state after them."""
@@ -100,3 +122,17 @@ def _unpack(state: State | None):
 def detach_state(state: State | None) -> State | None:
     """Cut the graph at a minibatch boundary (truncated BPTT), keeping the values."""
     return None if state is None else tuple(t.detach() for t in state)
+
+
+def parameter_groups(model: CharRNN) -> dict[str, list[nn.Parameter]]:
+    """Parameters by layer, for per-layer statistics: embed, layer1..layerL, head."""
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if name.startswith("rnns.") or name.startswith("norms."):
+            parts = name.split(".")
+            layer = int(parts[1]) if model.config.batchnorm or parts[0] == "norms" else int(parts[-1].rsplit("_l", 1)[1])
+            key = f"layer{layer + 1}"
+        else:
+            key = name.split(".")[0]
+        groups.setdefault(key, []).append(p)
+    return groups

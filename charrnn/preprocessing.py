@@ -22,6 +22,7 @@ from .vocab import Vocabulary
 
 CHUNK_BYTES = 1 << 24  # 16 MiB of input per chunk
 _MAX_CODE_POINT = 0x110000
+_ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "cp1252"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def read_code_points(path: Path, encoding: str = "utf-8", lowercase: bool = Fals
                      chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
     """Yield the corpus as arrays of code points (or byte values in ``bytes`` mode)."""
     decoder = None if encoding == "bytes" else codecs.getincrementaldecoder(encoding)("strict")
+    ascii_compatible = encoding != "bytes" and codecs.lookup(encoding).name in _ASCII_COMPATIBLE
     offset = 0
     with open(path, "rb") as f:
         while True:
@@ -80,6 +82,9 @@ def read_code_points(path: Path, encoding: str = "utf-8", lowercase: bool = Fals
             if decoder is None:
                 if final:
                     return
+                yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
+            elif block and ascii_compatible and block.isascii() and not decoder.getstate()[0]:
+                # ASCII bytes are their own code points: skip decoding and re-encoding
                 yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
             else:
                 try:
@@ -95,29 +100,42 @@ def read_code_points(path: Path, encoding: str = "utf-8", lowercase: bool = Fals
                     text = text.lower()
                 if text:
                     yield _to_code_points(text)
-                if final:
-                    return
+            if final:
+                return
             offset += len(block)
+
+
+def _as_bytes(points: np.ndarray) -> bytes:
+    """The bytes behind a uint8 array, without a copy when it was made from bytes."""
+    base = points.base
+    return base if isinstance(base, bytes) and len(base) == points.nbytes else points.tobytes()
 
 
 def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[int]:
     """Tokens of ``points`` not yet ``seen``, in order of first appearance; marks them seen."""
-    present = np.flatnonzero(np.bincount(points))
-    missing = present[~seen[present]]
     found: list[tuple[int, int]] = []
-    start, window = 0, 1 << 16
-    while len(missing) > 8 and start < len(points):
-        # Most characters appear early: scan growing windows with np.unique.
-        part = points[start:start + window]
-        values, first = np.unique(part, return_index=True)
+
+    def record(values: np.ndarray, first: np.ndarray) -> None:
         new = ~seen[values]
-        found += [(start + int(i), int(v)) for v, i in zip(values[new], first[new])]
+        found.extend(zip(first[new].tolist(), values[new].tolist()))
         seen[values[new]] = True
-        missing = missing[~seen[missing]]
-        start, window = start + window, window * 4
-    for value in missing:  # the rare rest: one vectorised scan each
-        found.append((start + int(np.argmax(points[start:] == value)), int(value)))
-        seen[value] = True
+
+    # 1. most characters first appear early: look at the head of the chunk
+    record(*np.unique(points[:1 << 16], return_index=True))
+    # 2. whatever else is still unseen anywhere in the chunk
+    if points.dtype == np.uint8:  # bytes.translate deletes the seen bytes at memory speed
+        known = np.flatnonzero(seen[:256]).astype(np.uint8).tobytes()
+        missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
+    else:
+        present = np.flatnonzero(np.bincount(points))
+        missing = present[~seen[present]]
+    # 3. where each of those first appears
+    if len(missing) > 16:
+        record(*np.unique(points, return_index=True))
+    else:
+        for value in missing.tolist():
+            found.append((int(np.argmax(points == value)), value))
+            seen[value] = True
     return [v for _, v in sorted(found)]
 
 
@@ -175,8 +193,12 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
             datasets = {name: f.create_dataset(name, shape=(hi - lo,), dtype=vocab.id_dtype)
                         for name, (lo, hi) in bounds.items()}
             pos = 0
+            byte_table = lookup[:256].tobytes() if lookup.dtype == np.uint8 else None
             for points in read_code_points(path, encoding, lowercase, chunk_bytes):
-                ids = lookup[points]
+                if byte_table is not None and points.dtype == np.uint8:  # translate at memory speed
+                    ids = np.frombuffer(_as_bytes(points).translate(byte_table), dtype=np.uint8)
+                else:
+                    ids = lookup[points]
                 end = pos + len(ids)
                 for name, (lo, hi) in bounds.items():
                     a, b = max(lo, pos), min(hi, end)

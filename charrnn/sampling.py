@@ -134,6 +134,21 @@ class Sampler:
         return values.tobytes().decode("utf-32-le")
 
 
+def sample_from_model(model: CharRNN, vocab: Vocabulary, length: int = 200, temperature: float = 1.0,
+                      seed: int | None = None) -> str | bytes:
+    """A sample from a model in any mode or device, leaving it (and torch's random state) untouched."""
+    from .fastsample import NumpyEngine
+
+    engine = NumpyEngine(model, 1, temperature, False, seed)
+    values = np.array(vocab.tokens, dtype=np.uint32)
+    tokens = [int(engine.first()[0])]
+    for _ in range(length - 1):
+        engine.feed(np.array(tokens[-1:]))
+        tokens.append(int(engine.choose()[0]))
+    chosen = values[tokens]
+    return chosen.astype(np.uint8).tobytes() if vocab.byte_mode else chosen.tobytes().decode("utf-32-le")
+
+
 def sample(checkpoint: str | Path, length: int = 2000, start_text: str = "", argmax: bool = False,
            temperature: float = 1.0, seed: int | None = None, gpu: int | None = -1) -> str | bytes:
     """Sample text from a checkpoint and return it whole (the CLI streams instead)."""

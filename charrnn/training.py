@@ -17,7 +17,8 @@ from .checkpoint import (Checkpoint, existing_checkpoints, load_checkpoint, remo
 from .data import StreamBatches, load_splits, make_batches
 from .device import describe, select_device
 from .errors import CharRNNError
-from .model import CELLS, CharRNN, ModelConfig, detach_state
+from .model import CELLS, INIT_SCHEMES, CharRNN, ModelConfig, detach_state, parameter_groups
+from .schedules import SCHEDULES, learning_rate
 from .progress import Progress
 from .vocab import Vocabulary
 
@@ -64,6 +65,16 @@ class TrainConfig:
     keep_last: int | None = None
     keep_best: bool = False
     patience: int | None = None
+    lr_schedule: str = "step"
+    warmup_iters: int = 0
+    min_lr: float = 0.0
+    weight_init: str = "torch-rnn"
+    init_std: float = 0.05
+    stats_every: int = 10
+    sample_every: int = 0
+    sample_length: int = 200
+    sample_temperature: float = 1.0
+    tensorboard: str | None = None
 
     def validate(self) -> None:
         positive = ("batch_size", "seq_length", "wordvec_size", "rnn_size", "num_layers", "max_epochs",
@@ -75,7 +86,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be positive (got {value})")
-        for name in ("print_every", "checkpoint_every", "grad_clip", "max_loss_factor"):
+        for name in ("print_every", "checkpoint_every", "grad_clip", "max_loss_factor", "warmup_iters", "min_lr",
+                     "stats_every", "sample_every"):
             if getattr(self, name) < 0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
         if not 0 <= self.dropout < 1:
@@ -84,6 +96,12 @@ class TrainConfig:
             raise CharRNNError(f"--lr-decay-factor must lie in (0, 1] (got {self.lr_decay_factor})")
         if self.batchnorm and self.batch_size * self.seq_length < 2:
             raise CharRNNError("--batchnorm 1 needs more than one position per batch (--batch-size x --seq-length >= 2)")
+        if self.lr_schedule not in SCHEDULES:
+            raise CharRNNError(f"--lr-schedule must be one of {', '.join(SCHEDULES)} (got {self.lr_schedule!r})")
+        if self.weight_init not in INIT_SCHEMES:
+            raise CharRNNError(f"--weight-init must be one of {', '.join(INIT_SCHEMES)} (got {self.weight_init!r})")
+        if self.init_std <= 0 or self.sample_length <= 0 or self.sample_temperature <= 0:
+            raise CharRNNError("--init-std, --sample-length and --sample-temperature must be positive")
         if self.model_type not in CELLS:
             raise CharRNNError(f"--model-type must be one of {', '.join(CELLS)} (got {self.model_type!r})")
         if self.precision not in PRECISIONS:
@@ -106,6 +124,9 @@ class History:
     forward_backward_times: list = field(default_factory=list)
     memory_usage: list = field(default_factory=list)
     learning_rate_history: list = field(default_factory=list)
+    stats_iterations: list = field(default_factory=list)
+    grad_norm_history: list = field(default_factory=list)
+    update_ratio_history: dict = field(default_factory=dict)  # layer -> log10(mean|update| / mean|param|)
 
 
 @dataclass
@@ -183,6 +204,7 @@ class Trainer:
         self.progress_bar, self.quiet = progress_bar, quiet
         self.stop_signal: int | None = None
         self.last_checkpoint: Path | None = None
+        self.writer = None
 
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self, signum: int = signal.SIGINT) -> None:
@@ -251,8 +273,15 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model_config = source.model_config if source else cfg.model_config(len(vocab))
-        self.model = source.build_model(device) if source else CharRNN(self.model_config).to(device)
+        if source:
+            self.model = source.build_model(device)
+        else:
+            self.model = CharRNN(self.model_config)
+            if cfg.weight_init != "torch-rnn":
+                self.model.reset_parameters(cfg.weight_init, cfg.init_std)
+            self.model.to(device)
         self.model.train()
+        self.groups = parameter_groups(self.model)
         self.params = list(self.model.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, **_adam_kwargs(device))
         self.autocast_dtype = resolve_precision(cfg.precision, device)
@@ -284,17 +313,36 @@ class Trainer:
         self.last_checkpoint = source.path
 
     # -- one iteration ---------------------------------------------------------------------------
-    def _step(self, k: int) -> float:
+    def _step(self, k: int, stats: bool = False) -> float:
         cfg = self.config
         self.optimizer.zero_grad(set_to_none=True)
         with _autocast(self.device, self.autocast_dtype):
             loss, state = self.model.loss(self.xs[k], self.ys[k], self.state)
         loss.backward()
+        if stats:
+            before = self._record_grad_norm()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_value_(self.params, cfg.grad_clip)
         self.optimizer.step()
+        if stats:
+            self._record_update_ratios(before)
         self.state = detach_state(state)
         return loss.item()
+
+    def _record_grad_norm(self) -> dict:
+        """Global gradient norm (before clipping); returns the parameters before the update."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        self.history.grad_norm_history.append(float(norm))
+        return {name: [p.detach().clone() for p in ps] for name, ps in self.groups.items()}
+
+    def _record_update_ratios(self, before: dict) -> None:
+        """log10(mean |update| / mean |parameter|) per layer: about -3 is healthy."""
+        for name, ps in self.groups.items():
+            update = sum(float((p.detach() - b).abs().sum()) for p, b in zip(ps, before[name]))
+            size = sum(float(p.detach().abs().sum()) for p in ps)
+            ratio = math.log10(update / size) if update > 0 and size > 0 else None  # None: no update
+            self.history.update_ratio_history.setdefault(name, []).append(ratio)
 
     def _check_loss(self, i: int, loss: float) -> None:
         first = self.history.train_loss_history[0]
@@ -305,14 +353,36 @@ class Trainer:
             raise self._diverged(i, f"the loss {loss:.3f} exceeds {factor:g}x its starting value {first:.3f} "
                                     "(--max-loss-factor 0 disables this check)")
 
-    def _end_of_epoch(self, i: int) -> None:
+    def _set_learning_rate(self, i: int) -> None:
         cfg = self.config
-        self.state = None
-        if (i // self.num_train) % cfg.lr_decay_every == 0 and cfg.lr_decay_factor != 1:
-            self.lr *= cfg.lr_decay_factor
-            _set_lr(self.optimizer, self.lr)
-            if cfg.reset_adam_on_decay:
-                self.optimizer.state.clear()
+        lr = learning_rate(i, cfg.learning_rate, self.total, self.num_train, cfg.lr_schedule, cfg.lr_decay_every,
+                           cfg.lr_decay_factor, cfg.warmup_iters, cfg.min_lr)
+        if lr != self.lr:
+            if cfg.reset_adam_on_decay and lr < self.lr and cfg.lr_schedule == "step":
+                self.optimizer.state.clear()  # torch-rnn's quirk, on request
+            self.lr = lr
+            _set_lr(self.optimizer, lr)
+
+    def _sample(self, i: int) -> None:
+        """Print a short sample; uses its own random stream, so training is not disturbed."""
+        from .sampling import sample_from_model
+
+        cfg = self.config
+        text = sample_from_model(self.model, self.vocab, cfg.sample_length, cfg.sample_temperature, seed=cfg.seed + i)
+        shown = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
+        self.progress.write(f"--- sample at i = {i} (temperature {cfg.sample_temperature:g}) ---\n{shown}\n---")
+        if self.writer is not None:
+            self.writer.add_text("sample", shown, i)
+
+    def _log_scalars(self, i: int, loss: float, stats: bool) -> None:
+        w = self.writer
+        w.add_scalar("train/loss", loss, i)
+        w.add_scalar("train/bpc", loss * LOG2E, i)
+        w.add_scalar("train/learning_rate", self.lr, i)
+        if stats:
+            w.add_scalar("train/grad_norm", self.history.grad_norm_history[-1], i)
+            for name, values in self.history.update_ratio_history.items():
+                w.add_scalar(f"update_ratio/{name}", values[-1], i)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _validate(self, i: int) -> float | None:
@@ -325,6 +395,9 @@ class Trainer:
             raise self._diverged(i, f"the validation loss is {val_loss}")
         self.history.val_loss_history.append(val_loss)
         self.history.val_loss_history_it.append(i)
+        if self.writer is not None:
+            self.writer.add_scalar("val/loss", val_loss, i)
+            self.writer.add_scalar("val/bpc", val_loss * LOG2E, i)
         return val_loss
 
     def _save(self, i: int) -> Path:
@@ -396,13 +469,18 @@ class Trainer:
                                  bar=self.progress_bar, quiet=self.quiet)
         previous_handlers = self._install_signal_handlers() if handle_signals else {}
         deadline = time.monotonic() + cfg.time_budget if cfg.time_budget else None
+        self.writer = _tensorboard_writer(cfg.tensorboard) if cfg.tensorboard else None
         history, total = self.history, self.total
         try:
             i = self.start
             while i < total:
                 i += 1
+                self._set_learning_rate(i)
+                stats = cfg.stats_every > 0 and i % cfg.stats_every == 0
+                if stats:
+                    history.stats_iterations.append(i)
                 t0 = time.perf_counter()
-                loss = self._step((i - 1) % self.num_train)
+                loss = self._step((i - 1) % self.num_train, stats)
                 if cfg.speed_benchmark:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
@@ -413,8 +491,12 @@ class Trainer:
                 history.learning_rate_history.append(self.lr)
                 self._check_loss(i, loss)
                 self.progress.update(i, loss, self.lr)
+                if self.writer is not None:
+                    self._log_scalars(i, loss, stats)
                 if i % self.num_train == 0:
-                    self._end_of_epoch(i)
+                    self.state = None  # end of an epoch
+                if cfg.sample_every and i % cfg.sample_every == 0:
+                    self._sample(i)
                 if deadline is not None and time.monotonic() >= deadline and i < total:
                     total = i
                     self.progress.write(f"time budget of {cfg.time_budget:g} s spent at iteration {i}")
@@ -432,9 +514,19 @@ class Trainer:
                     return TrainResult(self.last_checkpoint, i, history, self.stop_signal)
         finally:
             self.progress.close()
+            if self.writer is not None:
+                self.writer.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
         return TrainResult(self.last_checkpoint, total, history)
+
+
+def _tensorboard_writer(logdir: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CharRNNError("--tensorboard needs the tensorboard package: pip install 'charrnn[tensorboard]'") from None
+    return SummaryWriter(logdir)
 
 
 def _adam_kwargs(device: torch.device) -> dict:

@@ -1,0 +1,316 @@
+"""``charrnn bench``: speed figures with same-run references, as a Markdown table and JSON.
+
+Every figure is paired with a reference measured in the same process (matmul peak, a plain
+PyTorch training loop, a plain PyTorch sampling loop, torch-rnn's preprocessing loop), so
+the ratios mean something on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import CharRNN, ModelConfig
+from .training import _adam_kwargs, _autocast, resolve_precision
+
+V, D, N, T = 65, 64, 50, 50
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn, iters: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, iters: int = 5) -> float:
+    """The best of ``iters`` dense n x n matmuls: the machine's attainable peak."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    _sync(device)
+    best = math.inf
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _paired_ms(fns: list, iters: int, warmup: int, device: torch.device) -> list[float]:
+    """Median ms of each function, timed in alternation so that machine drift hits all alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(iters):
+        for fn, ts in zip(fns, times):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) * 1000 for ts in times]
+
+
+def iteration_flops(layers: int, H: int, batch: int = N, seq: int = T) -> float:
+    """6 x the forward multiply-adds of an LSTM language model iteration (the issue's convention)."""
+    macs = sum(4 * H * ((D if l == 0 else H) + H) for l in range(layers)) + H * V
+    return 6 * macs * batch * seq
+
+
+class PlainLSTM(nn.Module):
+    """The model a user would write from the PyTorch tutorials: the reference."""
+
+    def __init__(self, layers: int, H: int) -> None:
+        super().__init__()
+        self.embed, self.rnn, self.head = nn.Embedding(V, D), nn.LSTM(D, H, layers, batch_first=True), nn.Linear(H, V)
+
+    def forward(self, x):
+        h, _ = self.rnn(self.embed(x))
+        return self.head(h)
+
+
+def plain_step_fn(layers: int, H: int, device: torch.device, batch: int = N):
+    model = PlainLSTM(layers, H).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x = torch.randint(V, (batch, T), device=device)
+    y = torch.randint(V, (batch, T), device=device)
+
+    def step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def charrnn_step_fn(layers: int, H: int, device: torch.device, precision: str, batch: int = N):
+    """charrnn's training iteration, as Trainer._step runs it (carried state, clip, fused Adam)."""
+    model = CharRNN(ModelConfig(V, "lstm", D, H, layers)).to(device)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=2e-3, **_adam_kwargs(device))
+    dtype = resolve_precision(precision, device)
+    x = torch.randint(V, (batch, T), device=device)
+    y = torch.randint(V, (batch, T), device=device)
+    state = [None]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with _autocast(device, dtype):
+            loss, s = model.loss(x, y, state[0])
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(params, 5.0)
+        opt.step()
+        state[0] = tuple(t.detach() for t in s)
+        return loss.item()
+    return step
+
+
+def bench_training(grid, device, precisions, iters: int, warmup: int, peaks: dict, batch: int = N) -> list[dict]:
+    rows = []
+    for layers, H in grid:
+        flops = iteration_flops(layers, H, batch)
+        for precision in precisions:
+            try:
+                plain_ms, ms = _paired_ms([plain_step_fn(layers, H, device, batch),
+                                           charrnn_step_fn(layers, H, device, precision, batch)], iters, warmup, device)
+            except RuntimeError as exc:
+                rows.append({"layers": layers, "rnn_size": H, "precision": precision, "error": str(exc)[:80]})
+                continue
+            rows.append({
+                "layers": layers, "rnn_size": H, "batch": batch, "precision": precision, "ms_per_iter": ms,
+                "chars_per_s": batch * T / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
+                "pct_fp32_peak": 100 * flops / (ms / 1000) / 1e9 / peaks["fp32"],
+                "pct_bf16_peak": 100 * flops / (ms / 1000) / 1e9 / peaks["bf16"] if peaks.get("bf16_native") else None,
+                "plain_ms_per_iter": plain_ms, "speedup_vs_plain": plain_ms / ms,
+            })
+    return rows
+
+
+def bench_sampling(seconds: float = 2.0) -> dict:
+    """chars/s of charrnn's CPU engine (1 and 256 streams) against a plain PyTorch step loop."""
+    from .fastsample import NumpyEngine
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(V, "lstm", D, 128, 2)).eval()
+    out = {}
+    for streams in (1, 256):
+        engine = NumpyEngine(model, streams, 1.0, False, seed=0)
+        tokens, n, t0 = engine.first(), 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(50):
+                engine.feed(tokens)
+                tokens = engine.choose()
+            n += 50
+        out[f"charrnn_{streams}_streams"] = n * streams / (time.perf_counter() - t0)
+    plain = PlainLSTM(2, 128).eval()
+    with torch.inference_mode():
+        x, state, n, t0 = torch.zeros(1, 1, dtype=torch.long), None, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            h, state = plain.rnn(plain.embed(x), state)
+            x = torch.multinomial(torch.softmax(plain.head(h[:, -1]), -1), 1)
+            n += 1
+    out["plain_pytorch_1_stream"] = n / (time.perf_counter() - t0)
+    return out
+
+
+def torch_rnn_preprocess_loop(text: str) -> list[int]:
+    """torch-rnn's preprocess.py algorithm (two Python passes over characters), the reference."""
+    token_to_idx: dict[str, int] = {}
+    for ch in text:
+        if ch not in token_to_idx:
+            token_to_idx[ch] = len(token_to_idx) + 1
+    return [token_to_idx[ch] for ch in text]
+
+
+def bench_preprocess(megabytes: int, workdir: Path) -> dict:
+    from .preprocessing import preprocess
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-shakespeare.txt"
+    seed_text = shared.read_bytes() if shared.exists() else (b"The quick brown fox jumps over the lazy dog.\n" * 25000)
+    corpus = workdir / "corpus.txt"
+    with open(corpus, "wb") as f:
+        for _ in range(megabytes * 1_000_000 // len(seed_text) + 1):
+            f.write(seed_text)
+    size = corpus.stat().st_size
+    preprocess(corpus, workdir / "warm.h5", workdir / "warm.json")  # import h5py, warm caches
+    t0 = time.perf_counter()
+    preprocess(corpus, workdir / "c.h5", workdir / "c.json")
+    seconds = time.perf_counter() - t0
+    sample = seed_text[:1_000_000].decode("utf-8", errors="ignore")
+    t0 = time.perf_counter()
+    torch_rnn_preprocess_loop(sample)
+    loop_seconds = time.perf_counter() - t0
+    return {"corpus_mb": size / 1e6, "seconds": seconds, "mb_per_s": size / 1e6 / seconds,
+            "torch_rnn_loop_mb_per_s": len(sample) / 1e6 / loop_seconds}
+
+
+def bench_startup(workdir: Path) -> dict:
+    """Wall time of ``charrnn --help`` and to the first sampled character, in fresh processes."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    helps = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, check=True, env=env)
+        helps.append(time.perf_counter() - t0)
+    from .checkpoint import save_checkpoint
+    from .vocab import Vocabulary
+    vocab = Vocabulary(tuple(range(32, 32 + V)))
+    ckpt = save_checkpoint(workdir / "startup", 1, CharRNN(ModelConfig(V)), vocab, {})
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", "--checkpoint", str(ckpt), "--length", "100000"],
+                            stdout=subprocess.PIPE, env=env)
+    proc.stdout.read(1)
+    first = time.perf_counter() - t0
+    proc.kill()
+    proc.wait()
+    return {"help_s": min(helps), "first_char_s": first}
+
+
+def to_markdown(result: dict) -> str:
+    lines = [f"charrnn bench on {result['cpu']} ({result['threads']} threads), {result['device']}, "
+             f"torch {result['torch']}, {result['date']}", "",
+             f"matmul 2048x2048: fp32 {result['peaks']['fp32']:.0f} GFLOP/s, "
+             f"bf16 {result['peaks']['bf16']:.1f} GFLOP/s"
+             f"{'' if result['native_bf16'] else ' (no native bf16 on this hardware: fp32 only)'}", "",
+             "| layers x size | batch | precision | ms/iter | chars/s | GFLOP/s | % fp32 peak | % bf16 peak "
+             "| plain PyTorch ms/iter | charrnn / plain |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["training"]:
+        if "error" in r:
+            lines.append(f"| {r['layers']} x {r['rnn_size']} | | {r['precision']} | failed: {r['error']} | | | | | | |")
+            continue
+        bf16 = f"{r['pct_bf16_peak']:.0f}%" if r["pct_bf16_peak"] is not None else "n/a"
+        lines.append(f"| {r['layers']} x {r['rnn_size']} | {r['batch']} | {r['precision']} | {r['ms_per_iter']:.1f} "
+                     f"| {r['chars_per_s'] / 1000:.1f} k | {r['gflops']:.1f} | {r['pct_fp32_peak']:.0f}% | {bf16} "
+                     f"| {r['plain_ms_per_iter']:.1f} | {r['speedup_vs_plain']:.2f}x |")
+    if "sampling" in result:
+        s = result["sampling"]
+        lines += ["", "| sampling (2 x 128, CPU) | chars/s | vs plain PyTorch loop |", "|---|---|---|"]
+        for key in ("charrnn_1_streams", "charrnn_256_streams", "plain_pytorch_1_stream"):
+            lines.append(f"| {key.replace('_', ' ')} | {s[key]:,.0f} | {s[key] / s['plain_pytorch_1_stream']:.1f}x |")
+    if "preprocess" in result:
+        p = result["preprocess"]
+        lines += ["", f"preprocess: {p['corpus_mb']:.0f} MB in {p['seconds']:.2f} s = {p['mb_per_s']:.0f} MB/s "
+                      f"(torch-rnn's Python loop: {p['torch_rnn_loop_mb_per_s']:.1f} MB/s, "
+                      f"{p['mb_per_s'] / p['torch_rnn_loop_mb_per_s']:.0f}x)"]
+    if "startup" in result:
+        st = result["startup"]
+        lines += [f"start-up: `charrnn --help` {st['help_s']:.2f} s, first sampled character {st['first_char_s']:.2f} s"]
+    return "\n".join(lines)
+
+
+def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = None,
+              batch_sizes: tuple[int, ...] = (N,), log=print) -> dict:
+    from .device import select_device
+
+    device = select_device(gpu)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    peaks = {"fp32": matmul_gflops(torch.float32, device),
+             "bf16": matmul_gflops(torch.bfloat16, device, n=512 if device.type == "cpu" else 2048)}
+    native_bf16 = resolve_precision("auto", device) is not None
+    peaks["bf16_native"] = native_bf16
+    precisions = ["fp32", "bf16"] if native_bf16 else ["fp32"]
+    grid = [(2, 128), (2, 512)] if quick else [(l, h) for l in (1, 2, 3) for h in (64, 128, 256, 512)]
+    iters, warmup = (5, 2) if quick else (15, 3)
+    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d"), "quick": quick, "peaks": peaks,
+              "native_bf16": native_bf16, "training": []}
+    for batch in batch_sizes:
+        log(f"training grid, batch {batch} ({len(grid)} sizes x {precisions}) ...")
+        result["training"] += bench_training(grid, device, precisions, iters, warmup, peaks, batch)
+    peaks["fp32"] = max(peaks["fp32"], matmul_gflops(torch.float32, device))  # the best seen in the run
+    for row in result["training"]:
+        if "gflops" in row:
+            row["pct_fp32_peak"] = 100 * row["gflops"] / peaks["fp32"]
+    if device.type == "cpu":
+        log("sampling ...")
+        result["sampling"] = bench_sampling(1.0 if quick else 3.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            log("preprocessing ...")
+            result["preprocess"] = bench_preprocess(20 if quick else 100, Path(tmp))
+            log("start-up ...")
+            result["startup"] = bench_startup(Path(tmp))
+    result["markdown"] = to_markdown(result)
+    if output:
+        from .fileio import atomic_write
+        with atomic_write(output) as f:
+            json.dump(result, f, indent=1)
+    return result
