@@ -13,6 +13,26 @@ import click
 
 from .errors import CharRNNError
 
+class Duration(click.ParamType):
+    """Seconds, or a number with a unit: 90, 90s, 5m, 2h, 1.5h."""
+
+    name = "duration"
+    units = {"s": 1, "m": 60, "h": 3600}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        scale = self.units.get(text[-1:], None)
+        try:
+            seconds = float(text[:-1] if scale else text) * (scale or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (try 30s, 5m or 2h)", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return seconds
+
+
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
@@ -42,14 +62,23 @@ def cli() -> None:
 @click.option("--test-frac", type=FRACTION, default=0.1, show_default=True, help="Fraction for test.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Any Python codec, or 'bytes' for byte tokens.")
 @click.option("--lowercase", is_flag=True, help="Lowercase the text first.")
+@click.option("--input-json", type=click.Path(), help="Encode with this existing vocabulary (to fine-tune on new text).")
+@click.option("--unknown-char", help="Map characters outside the vocabulary to this one (else they are an error).")
+@click.option("--vocab-from", type=click.Choice(["all", "train"]), default="all", show_default=True,
+              help="Build the vocabulary from the whole corpus or the training split only.")
+@click.option("--dtype", type=click.Choice(["auto", "uint8", "uint16", "uint32"]), default="auto", show_default=True,
+              help="auto = torch-rnn's uint8 (<= 255 tokens) or uint32.")
+@click.option("--compression", type=click.Choice(["gzip", "lzf"]), help="Compress the HDF5 datasets.")
 @click.option("--quiet", is_flag=True, help="Print nothing.")
-def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding, lowercase, quiet) -> None:
+def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding, lowercase, input_json, unknown_char,
+               vocab_from, dtype, compression, quiet) -> None:
     """Turn a text file into torch-rnn's HDF5 token file and JSON vocabulary."""
     from .preprocessing import preprocess as run
 
     start = time.perf_counter()
     result = run(input_txt, output_h5, output_json, val_frac, test_frac, encoding, lowercase,
-                 log=None if quiet else click.echo)
+                 log=None if quiet else click.echo, input_json=input_json, unknown_char=unknown_char,
+                 vocab_from=vocab_from, dtype=dtype, compression=compression)
     if not quiet:
         seconds = time.perf_counter() - start
         click.echo(f"done in {seconds:.2f} s ({result.input_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
@@ -73,7 +102,8 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 @click.option("--batchnorm", type=FLAG01, default=0, show_default=True)
 @click.option("--max-epochs", type=POSITIVE_INT, default=50, show_default=True)
 @click.option("--max-iters", type=POSITIVE_INT, help="Stop after this many iterations (overrides --max-epochs).")
-@click.option("--time-budget", type=POSITIVE_FLOAT, help="Stop after this many seconds of training.")
+@click.option("--time-budget", type=Duration(),
+              help="Train for this long (30s, 5m, 2h): the run and its schedule are planned to end on time.")
 @click.option("--learning-rate", type=POSITIVE_FLOAT, default=2e-3, show_default=True)
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Clamp each gradient element to [-c, c]; 0 disables.")
@@ -112,11 +142,30 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 @click.option("--seed", type=int, default=123, show_default=True)
 @click.option("--max-loss-factor", type=click.FloatRange(min=0), default=3.0, show_default=True,
               help="Stop when the loss exceeds this multiple of its first value; 0 disables.")
+@click.option("--nproc", type=POSITIVE_INT, help="Launch K data-parallel processes with torchrun (this machine).")
+@click.option("--preset", type=click.Choice(["cpu-small"]),
+              help="A tuned recipe (see the README); flags you give explicitly still win.")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx: click.Context, quiet: bool, **options) -> None:
-    """Train a character-level LSTM, GRU or RNN (torch-rnn's train.lua)."""
+def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None, **options) -> None:
+    """Train a character-level LSTM, GRU or RNN (torch-rnn's train.lua).
+
+    For data-parallel training run it under torchrun (`torchrun --nproc-per-node K -m charrnn
+    train ...`) or add --nproc K; --batch-size is then per process.
+    """
+    if nproc and nproc > 1:
+        args = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train"]
+        forwarded = [a for j, a in enumerate(args) if a != "--nproc" and (j == 0 or args[j - 1] != "--nproc")
+                     and not a.startswith("--nproc=")]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                   "-m", "charrnn", *forwarded]
+        os.execv(sys.executable, command)
+    from .presets import PRESETS
     from .training import Trainer, TrainConfig, config_for_resume
+
+    for key, value in (PRESETS[preset] if preset else {}).items():
+        if ctx.get_parameter_source(key) == click.core.ParameterSource.DEFAULT:
+            options[key] = value
 
     options["batchnorm"] = bool(options["batchnorm"])
     options["reset_iterations"] = bool(options["reset_iterations"])

@@ -89,24 +89,33 @@ class CharRNN(nn.Module):
                     for block in p.split(H, dim=0):  # one matrix per gate
                         init(block)
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Scores (N, T, V) for token ids ``x`` (N, T), and the recurrent state after them."""
+    def forward(self, x: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
+        """Scores (N, T, V) for token ids ``x`` (N, T), and the recurrent state after them.
+
+        With ``targets``, returns the mean cross-entropy over all N*T positions instead of the
+        scores (so that DistributedDataParallel, which wraps ``forward``, sees the loss).
+        """
         h = self.embed(x)
         if self.norms is None:
             h, s = self.rnns[0](h, _unpack(state))
-            return self.head(self.drop(h)), _pack(s)
-        layers = []
-        for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
-            h, s = rnn(h, None if state is None else _unpack(tuple(t[i:i + 1] for t in state)))
-            layers.append(_pack(s))
-            n, t, H = h.shape
-            h = self.drop(norm(h.reshape(n * t, H)).reshape(n, t, H))
-        return self.head(h), tuple(torch.cat(parts) for parts in zip(*layers))
+            new_state = _pack(s)
+            h = self.drop(h)
+        else:
+            layers = []
+            for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
+                h, s = rnn(h, None if state is None else _unpack(tuple(t[i:i + 1] for t in state)))
+                layers.append(_pack(s))
+                n, t, H = h.shape
+                h = self.drop(norm(h.reshape(n * t, H)).reshape(n, t, H))
+            new_state = tuple(torch.cat(parts) for parts in zip(*layers))
+        scores = self.head(h)
+        if targets is None:
+            return scores, new_state
+        return nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]).float(), targets.reshape(-1)), new_state
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Mean cross-entropy over all N*T positions, and the state after the batch."""
-        scores, state = self(x, state)
-        return nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]).float(), y.reshape(-1)), state
+        return self(x, state, y)
 
 
 def _pack(s) -> State:

@@ -32,6 +32,13 @@ class Progress:
         elif not self.quiet and self.print_every > 0 and i % self.print_every == 0:
             print(self.line(i, loss), file=self.stream, flush=True)
 
+    def set_total(self, total: int) -> None:
+        """A new planned end (a time budget re-plans as it measures its speed)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def write(self, message: str) -> None:
         if self.quiet:
             return

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (Checkpoint, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
-                         save_checkpoint)
-from .data import StreamBatches, load_splits, make_batches
+from .checkpoint import (Checkpoint, checkpoint_paths, existing_checkpoints, load_checkpoint,
+                         remove_stale_temporaries, save_checkpoint)
+from . import distributed
+from .data import LazyStreams, StreamBatches, load_splits, make_batches, split_sizes
 from .device import describe, select_device
 from .errors import CharRNNError
 from .model import CELLS, INIT_SCHEMES, CharRNN, ModelConfig, detach_state, parameter_groups
@@ -23,6 +24,7 @@ from .progress import Progress
 from .vocab import Vocabulary
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LAZY_TOKENS = 8_000_000  # splits longer than this are streamed from the HDF5 file, not loaded whole
 LOG2E = 1 / math.log(2)
 
 
@@ -75,6 +77,7 @@ class TrainConfig:
     sample_length: int = 200
     sample_temperature: float = 1.0
     tensorboard: str | None = None
+    stream_data: bool | None = None  # None: stream splits longer than LAZY_TOKENS from the file
 
     def validate(self) -> None:
         positive = ("batch_size", "seq_length", "wordvec_size", "rnn_size", "num_layers", "max_epochs",
@@ -181,8 +184,7 @@ def evaluate(model: CharRNN, batches: StreamBatches, device: torch.device,
     state = None
     with torch.inference_mode(), _autocast(device, autocast_dtype):
         for k in range(batches.num_batches):
-            x = torch.from_numpy(batches.inputs[k]).to(device)
-            y = torch.from_numpy(batches.targets[k]).to(device)
+            x, y = (torch.from_numpy(a).to(device) for a in batches.batch(k))
             loss, state = model.loss(x, y, state)
             total += loss
     model.train(was_training)
@@ -231,18 +233,40 @@ class Trainer:
         if not self.quiet:
             print(message, flush=True)
 
-    def _load_data(self, vocab: Vocabulary) -> tuple[StreamBatches, StreamBatches | None]:
-        cfg = self.config
-        splits = load_splits(cfg.input_h5, vocab, ("train", "val"))
-        train = make_batches(splits["train"], cfg.batch_size, cfg.seq_length, "train", self._log)
+    def _load_data(self, vocab: Vocabulary):
+        """Train and val batches for this rank: in memory, or streamed from the file when large."""
+        cfg, world = self.config, self.world
+        sizes = split_sizes(cfg.input_h5, ("train", "val"))
+        lazy = {name: cfg.stream_data if cfg.stream_data is not None else n > LAZY_TOKENS for name, n in sizes.items()}
+        loaded = load_splits(cfg.input_h5, vocab, [n for n in sizes if not lazy[n]])
+        streams = cfg.batch_size * world.size
+
+        def batches(name: str):
+            if not lazy[name]:
+                return make_batches(loaded[name], streams, cfg.seq_length, name, self._log)
+            try:
+                return LazyStreams(cfg.input_h5, name, len(vocab), streams, cfg.seq_length, log=self._log)
+            except CharRNNError:
+                return None
+
+        train = batches("train")
         if train is None:
             raise CharRNNError(
-                f"the train split has only {len(splits['train']):,} tokens: too few for one sequence of "
+                f"the train split has only {sizes['train']:,} tokens: too few for one sequence of "
                 f"--seq-length {cfg.seq_length}; use a longer corpus or a smaller --seq-length")
-        val = make_batches(splits["val"], cfg.batch_size, cfg.seq_length, "val", self._log)
+        if world.distributed:
+            if train.batch_size != streams:
+                raise CharRNNError(f"the train split is too short for {streams} streams across {world.size} ranks")
+            train = train.share(world.rows(cfg.batch_size))
+        val = batches("val")
+        self.val_split_across_ranks = False
         if val is None:
-            self._log(f"val split has {len(splits['val']):,} tokens, too few for one sequence: "
+            self._log(f"val split has {sizes['val']:,} tokens, too few for one sequence: "
                       "no validation loss will be computed")
+        elif world.distributed and val.batch_size % world.size == 0:
+            val = val.share(world.rows(val.batch_size // world.size))
+            self.val_split_across_ranks = True
+        self.lazy_train = lazy["train"]
         return train, val
 
     def _check_checkpoint_name(self) -> None:
@@ -259,7 +283,14 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.config
         self._check_checkpoint_name()
-        self.device = device = select_device(cfg.gpu, cfg.gpu_backend)
+        self.world = world = distributed.world_from_env()
+        if world.distributed:
+            self.quiet = self.quiet or not world.main
+            gpu = world.local_rank if (cfg.gpu is None or cfg.gpu >= 0) and torch.cuda.is_available() else -1
+            self.device = device = select_device(gpu, cfg.gpu_backend)
+            distributed.init(world, device)
+        else:
+            self.device = device = select_device(cfg.gpu, cfg.gpu_backend)
         self.vocab = vocab = Vocabulary.load(cfg.input_json)
         self.train_batches, self.val_batches = self._load_data(vocab)
 
@@ -281,6 +312,10 @@ class Trainer:
                 self.model.reset_parameters(cfg.weight_init, cfg.init_std)
             self.model.to(device)
         self.model.train()
+        self.net = self.model
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.groups = parameter_groups(self.model)
         self.params = list(self.model.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, **_adam_kwargs(device))
@@ -297,8 +332,9 @@ class Trainer:
         if self.start >= self.total:
             raise CharRNNError(f"nothing to do: the checkpoint is at iteration {self.start} and the run ends at "
                                f"{self.total} (raise --max-epochs or --max-iters)")
-        self.xs = torch.from_numpy(self.train_batches.inputs).to(device)
-        self.ys = torch.from_numpy(self.train_batches.targets).to(device)
+        if not self.lazy_train:  # a small split lives on the device whole
+            self.xs = torch.from_numpy(self.train_batches.inputs).to(device)
+            self.ys = torch.from_numpy(self.train_batches.targets).to(device)
 
     def _restore(self, source: Checkpoint) -> None:
         ts = source.train_state
@@ -306,7 +342,9 @@ class Trainer:
         self.history = History(**ts["history"])
         self.start, self.lr = source.iteration, float(ts["learning_rate"])
         state = tuple(t.to(self.device) for t in ts["state"]) if ts.get("state") else None
-        self.state = state if state is not None and state[0].shape[1] == self.train_batches.batch_size else None
+        streams = self.train_batches.batch_size * self.world.size
+        if state is not None and state[0].shape[1] == streams:  # the full state: this rank's rows
+            self.state = tuple(t[:, self.world.rows(self.train_batches.batch_size)].contiguous() for t in state)
         torch.set_rng_state(ts["rng_cpu"])
         if self.device.type == "cuda" and ts.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ts["rng_cuda"], self.device)
@@ -316,8 +354,12 @@ class Trainer:
     def _step(self, k: int, stats: bool = False) -> float:
         cfg = self.config
         self.optimizer.zero_grad(set_to_none=True)
+        if self.lazy_train:
+            x, y = (torch.from_numpy(a).to(self.device) for a in self.train_batches.batch(k))
+        else:
+            x, y = self.xs[k], self.ys[k]
         with _autocast(self.device, self.autocast_dtype):
-            loss, state = self.model.loss(self.xs[k], self.ys[k], self.state)
+            loss, state = self.net(x, self.state, y)
         loss.backward()
         if stats:
             before = self._record_grad_norm()
@@ -389,6 +431,8 @@ class Trainer:
         if self.val_batches is None:
             return None
         val_loss = evaluate(self.model, self.val_batches, self.device, self.autocast_dtype)
+        if self.val_split_across_ranks:
+            val_loss = distributed.sum_all([val_loss], self.world, self.device)[0] / self.world.size
         self.state = None  # torch-rnn resets the state around validation
         self.progress.write(f"val_loss = {val_loss:f} ({val_loss * LOG2E:.4f} bits/char) at i = {i}")
         if not math.isfinite(val_loss):
@@ -404,10 +448,14 @@ class Trainer:
         cfg = self.config
         if not all(torch.isfinite(p).all() for p in self.params):
             raise self._diverged(i, "the weights are no longer finite")
+        state = distributed.gather_rows(self.state, self.world)
+        if not self.world.main:  # only rank 0 writes
+            self.last_checkpoint = checkpoint_paths(cfg.checkpoint_name, i)[0]
+            return self.last_checkpoint
         train_state = {
             "optimizer": self.optimizer.state_dict(),
             "learning_rate": self.lr,
-            "state": None if self.state is None else [t.cpu() for t in self.state],
+            "state": None if state is None else [t.cpu() for t in state],
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "history": asdict(self.history),
@@ -458,7 +506,11 @@ class Trainer:
     def run(self, handle_signals: bool = False) -> TrainResult:
         """Train to the end (or the time budget, patience, or a stop request) and return the result."""
         cfg = self.config
-        self._setup()
+        try:
+            self._setup()
+        except BaseException:
+            distributed.shutdown()
+            raise
         m = self.model_config
         self._log(f"training {m.model_type} {m.num_layers}x{m.rnn_size} ({sum(p.numel() for p in self.params):,} "
                   f"parameters) on {describe(self.device)}"
@@ -468,12 +520,14 @@ class Trainer:
         self.progress = Progress(self.total, self.start, self.num_train, cfg.max_epochs, cfg.print_every,
                                  bar=self.progress_bar, quiet=self.quiet)
         previous_handlers = self._install_signal_handlers() if handle_signals else {}
-        deadline = time.monotonic() + cfg.time_budget if cfg.time_budget else None
+        started = time.monotonic()
+        deadline = started + cfg.time_budget if cfg.time_budget else None
+        self.max_total = self.total
         self.writer = _tensorboard_writer(cfg.tensorboard) if cfg.tensorboard else None
-        history, total = self.history, self.total
+        history = self.history
         try:
             i = self.start
-            while i < total:
+            while i < self.total:
                 i += 1
                 self._set_learning_rate(i)
                 stats = cfg.stats_every > 0 and i % cfg.stats_every == 0
@@ -481,6 +535,12 @@ class Trainer:
                     history.stats_iterations.append(i)
                 t0 = time.perf_counter()
                 loss = self._step((i - 1) % self.num_train, stats)
+                if self.world.distributed:  # the mean loss over all streams; a stop anywhere stops all
+                    total_loss, stops = distributed.sum_all([loss, float(self.stop_signal is not None)],
+                                                            self.world, self.device)
+                    loss = total_loss / self.world.size
+                    if stops and self.stop_signal is None:
+                        self.stop_signal = signal.SIGTERM
                 if cfg.speed_benchmark:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
@@ -497,16 +557,16 @@ class Trainer:
                     self.state = None  # end of an epoch
                 if cfg.sample_every and i % cfg.sample_every == 0:
                     self._sample(i)
-                if deadline is not None and time.monotonic() >= deadline and i < total:
-                    total = i
-                    self.progress.write(f"time budget of {cfg.time_budget:g} s spent at iteration {i}")
-                if (cfg.checkpoint_every > 0 and i % cfg.checkpoint_every == 0) or i == total:
+                if deadline is not None:
+                    self._plan_to_deadline(i, started, deadline)
+                    self.total = distributed.broadcast_int(self.total, self.world, self.device)
+                if (cfg.checkpoint_every > 0 and i % cfg.checkpoint_every == 0) or i == self.total:
                     self._validate(i)
                     self._save(i)
-                    if self._patience_exhausted() and i < total:
+                    if self._patience_exhausted() and i < self.total:
                         self.progress.write(f"no improvement in {cfg.patience} validations: stopping at {i} "
                                             f"(best: iteration {self._best_iteration()})")
-                        total = i
+                        self.total = i
                 if self.stop_signal is not None:
                     self.progress.write(f"caught {signal.Signals(self.stop_signal).name} at iteration {i}")
                     if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"_{i}.pt"):
@@ -516,9 +576,31 @@ class Trainer:
             self.progress.close()
             if self.writer is not None:
                 self.writer.close()
+            if self.world.distributed:
+                distributed.shutdown()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
-        return TrainResult(self.last_checkpoint, total, history)
+        return TrainResult(self.last_checkpoint, self.total, history)
+
+    def _plan_to_deadline(self, i: int, started: float, deadline: float) -> None:
+        """Set the run's length so that it, its final validation and checkpoint end by the deadline.
+
+        The learning-rate schedule reads ``self.total``, so a cosine decay ends at the deadline.
+        """
+        now = time.monotonic()
+        done = i - self.start
+        per_iter = (now - started) / done
+        val_batches = self.val_batches.num_batches if self.val_batches is not None else 0
+        reserve = val_batches * per_iter / 3 + 0.25  # a forward pass costs about a third of a step
+        if now + per_iter + reserve >= deadline:
+            if i < self.total:
+                self.total = i
+                self.progress.write(f"time budget of {self.config.time_budget:g} s reached at iteration {i}")
+            return
+        if done >= 5 and (done % 10 == 0 or done == 5):
+            planned = i + int((deadline - now - reserve) / per_iter)
+            self.total = max(i + 1, min(self.max_total, planned))
+            self.progress.set_total(self.total)
 
 
 def _tensorboard_writer(logdir: str):
@@ -562,6 +644,12 @@ def train(**options) -> TrainResult:
     """Train from keyword options (those of :class:`TrainConfig`); returns the final checkpoint."""
     quiet = options.pop("quiet", False)
     progress_bar = options.pop("progress_bar", None)
+    preset = options.pop("preset", None)
+    if preset:
+        from .presets import PRESETS
+        if preset not in PRESETS:
+            raise CharRNNError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        options = {**PRESETS[preset], **options}
     if options.get("resume"):
         resume = options.pop("resume")
         config = config_for_resume(resume, **options)

@@ -183,3 +183,38 @@ def test_novelty_cli(cli, trained):
     assert out.code == 0, out
     lines = out.out.strip().splitlines()
     assert lines[0].split() == ["length", "novel"] and len(lines) == 9
+
+
+# -- time budget and presets ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_time_budget_ends_on_time_with_a_valid_checkpoint(cli, dataset, tmp_path):
+    import time
+
+    from charrnn import load_checkpoint
+
+    h5, js = dataset
+    t0 = time.monotonic()
+    result = cli("train", "--input-h5", h5, "--input-json", js, "--rnn-size", "32", "--num-layers", "1",
+                 "--batch-size", "8", "--seq-length", "32", "--gpu", "-1", "--print-every", "0",
+                 "--time-budget", "10s", "--lr-schedule", "cosine", "--max-epochs", "10000",
+                 "--checkpoint-name", tmp_path / "tb")
+    elapsed = time.monotonic() - t0
+    assert result.code == 0, result.err
+    assert elapsed < 10 + 5  # the budget, plus start-up and the final checkpoint
+    ckpt = load_checkpoint(tmp_path)
+    lrs = json.loads(ckpt.path.with_suffix(".json").read_text())["learning_rate_history"]
+    assert ckpt.iteration > 20 and len(lrs) == ckpt.iteration
+    assert lrs[-1] < 0.1 * lrs[len(lrs) // 4]  # the cosine decay was planned to end at the deadline
+
+
+def test_duration_parsing_and_presets(cli, dataset, tmp_path):
+    h5, js = dataset
+    assert_one_line_error(cli("train", "--input-h5", h5, "--input-json", js, "--time-budget", "soon"), "duration")
+    result = cli("train", "--input-h5", h5, "--input-json", js, "--preset", "cpu-small", "--rnn-size", "8",
+                 "--max-iters", "2", "--gpu", "-1", "--checkpoint-name", tmp_path / "p", "--quiet")
+    assert result.code == 0, result.err
+    info = json.loads((tmp_path / "p_2.json").read_text())["opt"]
+    from charrnn.presets import PRESETS
+    assert info["rnn_size"] == 8  # an explicit flag wins over the preset
+    assert info["lr_schedule"] == PRESETS["cpu-small"]["lr_schedule"]
+    assert info["num_layers"] == PRESETS["cpu-small"]["num_layers"]

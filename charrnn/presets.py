@@ -1,0 +1,8 @@
+"""Named recipes: flag sets chosen by experiment (see benchmarks/recipes.py and the README)."""
+
+PRESETS: dict[str, dict] = {
+    # A small corpus (about 1 MB) on a laptop CPU, a few minutes of training.
+    "cpu-small": dict(num_layers=1, rnn_size=256, wordvec_size=64, batch_size=50, seq_length=50,
+                      learning_rate=3e-3, lr_schedule="cosine", warmup_iters=50, min_lr=1e-4, dropout=0.0,
+                      precision="auto"),
+}
