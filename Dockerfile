@@ -1,0 +1,40 @@
+# charrnn in a container: the whole workflow against a mounted data folder.
+#
+#   docker build -t charrnn .
+#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/data:/data" charrnn preprocess --input-txt /data/speeches.txt
+#
+# CPU-only PyTorch by default. For NVIDIA GPUs build with
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124
+# and run with --gpus all.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+# torch first, in its own layer: from a wheel in docker/wheels/ when one is there, else from the index
+COPY docker/wheels/ /tmp/wheels/
+RUN if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then \
+        pip install /tmp/wheels/torch-*.whl; \
+    else \
+        pip install --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple torch; \
+    fi && rm -rf /tmp/wheels
+
+WORKDIR /opt/charrnn
+COPY pyproject.toml README.md ./
+COPY charrnn/ charrnn/
+RUN pip install . && rm -rf build *.egg-info
+
+# an unprivileged user; pass --user "$(id -u):$(id -g)" so files in /data belong to you
+RUN useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin charrnn
+USER charrnn
+WORKDIR /data
+VOLUME /data
+# exec form: charrnn is PID 1's only child-free process and receives SIGINT/SIGTERM itself,
+# so `docker stop` or Ctrl-C saves a checkpoint before the container exits
+ENTRYPOINT ["charrnn"]
+CMD ["--help"]
