@@ -24,7 +24,8 @@ if sys.argv[1] == "preprocess":
 else:
     base = sys.argv[2][:-4]
     charrnn.train(input_h5=base + ".h5", input_json=base + ".json", gpu=-1, max_iters=100, checkpoint_every=0,
-                  print_every=0, quiet=True, checkpoint_name=base + "-cv/checkpoint", overwrite=True)
+                  print_every=0, quiet=True, checkpoint_name=base + "-cv/checkpoint", overwrite=True,
+                  val_max_batches=100)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t0)
 """
 

@@ -116,6 +116,8 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 @click.option("--checkpoint-name", default="cv/checkpoint", show_default=True,
               help="Checkpoints are written as <name>_<iteration>.pt and .json.")
 @click.option("--overwrite", is_flag=True, help="Replace the checkpoints of an earlier run of the same name.")
+@click.option("--val-max-batches", type=POSITIVE_INT,
+              help="Validate on the first N batches of the val split only (for huge corpora).")
 @click.option("--keep-last", type=POSITIVE_INT, help="Keep only the newest N checkpoints of this run.")
 @click.option("--keep-best", is_flag=True, help="With --keep-last: also keep the one with the lowest validation loss.")
 @click.option("--patience", type=POSITIVE_INT, help="Stop after this many validations without improvement.")

@@ -78,6 +78,7 @@ class TrainConfig:
     sample_temperature: float = 1.0
     tensorboard: str | None = None
     stream_data: bool | None = None  # None: stream splits longer than LAZY_TOKENS from the file
+    val_max_batches: int | None = None  # validate on the first N batches only (huge corpora)
 
     def validate(self) -> None:
         positive = ("batch_size", "seq_length", "wordvec_size", "rnn_size", "num_layers", "max_epochs",
@@ -85,7 +86,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
-        for name in ("max_iters", "time_budget", "keep_last", "patience"):
+        for name in ("max_iters", "time_budget", "keep_last", "patience", "val_max_batches"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be positive (got {value})")
@@ -176,19 +177,21 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def evaluate(model: CharRNN, batches: StreamBatches, device: torch.device,
-             autocast_dtype: torch.dtype | None = None) -> float:
-    """Mean cross-entropy (nats) over every batch of a split, from a zero state (torch-rnn)."""
+             autocast_dtype: torch.dtype | None = None, max_batches: int | None = None) -> float:
+    """Mean cross-entropy (nats) over every batch of a split (or the first ``max_batches``),
+    from a zero state, as torch-rnn does."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=device)
     state = None
     with torch.inference_mode(), _autocast(device, autocast_dtype):
-        for k in range(batches.num_batches):
+        count = min(batches.num_batches, max_batches or batches.num_batches)
+        for k in range(count):
             x, y = (torch.from_numpy(a).to(device) for a in batches.batch(k))
             loss, state = model.loss(x, y, state)
             total += loss
     model.train(was_training)
-    return float(total) / batches.num_batches
+    return float(total) / count
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -430,7 +433,7 @@ class Trainer:
     def _validate(self, i: int) -> float | None:
         if self.val_batches is None:
             return None
-        val_loss = evaluate(self.model, self.val_batches, self.device, self.autocast_dtype)
+        val_loss = evaluate(self.model, self.val_batches, self.device, self.autocast_dtype, self.config.val_max_batches)
         if self.val_split_across_ranks:
             val_loss = distributed.sum_all([val_loss], self.world, self.device)[0] / self.world.size
         self.state = None  # torch-rnn resets the state around validation
@@ -591,6 +594,7 @@ class Trainer:
         done = i - self.start
         per_iter = (now - started) / done
         val_batches = self.val_batches.num_batches if self.val_batches is not None else 0
+        val_batches = min(val_batches, self.config.val_max_batches or val_batches)
         reserve = val_batches * per_iter / 3 + 0.25  # a forward pass costs about a third of a step
         if now + per_iter + reserve >= deadline:
             if i < self.total:
