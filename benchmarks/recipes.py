@@ -24,6 +24,10 @@ RECIPES = {
     "1x256, cosine 3e-3": dict(num_layers=1, rnn_size=256, learning_rate=3e-3, lr_schedule="cosine", warmup_iters=50),
     "2x256, dropout 0.1, cosine 2e-3": dict(rnn_size=256, dropout=0.1, lr_schedule="cosine", warmup_iters=50),
     "1x512, cosine 2e-3": dict(num_layers=1, rnn_size=512, lr_schedule="cosine", warmup_iters=50),
+    "2x128, constant 3e-3": dict(learning_rate=3e-3, lr_schedule="constant"),
+    "1x256, cosine 4e-3 to 4e-4": dict(num_layers=1, rnn_size=256, learning_rate=4e-3, lr_schedule="cosine",
+                                       warmup_iters=20, min_lr=4e-4),
+    "2x128, cosine 3e-3 to 1e-3": dict(learning_rate=3e-3, lr_schedule="cosine", warmup_iters=20, min_lr=1e-3),
     "preset cpu-small": PRESETS["cpu-small"],
 }
 
@@ -33,14 +37,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(here / "shared" / "data" / "tiny-shakespeare.txt"))
     parser.add_argument("--budget", type=float, default=80.0, help="seconds per recipe")
-    parser.add_argument("--only", help="run only recipes whose name contains this")
+    parser.add_argument("--only", nargs="+", help="run only recipes whose name contains one of these")
     parser.add_argument("--output", default="recipes.json")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         pre = charrnn.preprocess(args.corpus, Path(tmp) / "c.h5", Path(tmp) / "c.json", val_frac=0.1, test_frac=0.0)
         for name, options in RECIPES.items():
-            if args.only and args.only not in name:
+            if args.only and not any(part in name for part in args.only):
                 continue
             t0 = time.monotonic()
             result = charrnn.train(input_h5=str(pre.output_h5), input_json=str(pre.output_json), gpu=-1,

@@ -190,6 +190,29 @@ def bench_sampling(seconds: float = 2.0) -> dict:
     return out
 
 
+_MEMORY_JOB = """
+import resource, sys, torch
+from charrnn.bench import charrnn_step_fn, plain_step_fn
+layers, H, which = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+step = plain_step_fn(layers, H, torch.device("cpu")) if which == "plain" else \\
+    charrnn_step_fn(layers, H, torch.device("cpu"), "fp32")
+for _ in range(5):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def bench_memory(layers: int = 2, H: int = 512) -> dict:
+    """Peak resident memory (MB) of a training loop, charrnn's and the plain one, each in a fresh process."""
+    out = {}
+    for which in ("plain", "charrnn"):
+        result = subprocess.run([sys.executable, "-c", _MEMORY_JOB, str(layers), str(H), which],
+                                capture_output=True, text=True, check=True)
+        out[f"{which}_peak_rss_mb"] = float(result.stdout.split()[-1])
+    out["model"] = f"{layers} x {H}"
+    return out
+
+
 def torch_rnn_preprocess_loop(text: str) -> list[int]:
     """torch-rnn's preprocess.py algorithm (two Python passes over characters), the reference."""
     token_to_idx: dict[str, int] = {}
@@ -270,6 +293,10 @@ def to_markdown(result: dict) -> str:
         lines += ["", f"preprocess: {p['corpus_mb']:.0f} MB in {p['seconds']:.2f} s = {p['mb_per_s']:.0f} MB/s "
                       f"(torch-rnn's Python loop: {p['torch_rnn_loop_mb_per_s']:.1f} MB/s, "
                       f"{p['mb_per_s'] / p['torch_rnn_loop_mb_per_s']:.0f}x)"]
+    if "memory" in result:
+        m = result["memory"]
+        lines += [f"peak resident memory, {m['model']} training: charrnn {m['charrnn_peak_rss_mb']:.0f} MB, "
+                  f"plain PyTorch loop {m['plain_peak_rss_mb']:.0f} MB"]
     if "startup" in result:
         st = result["startup"]
         lines += [f"start-up: `charrnn --help` {st['help_s']:.2f} s, first sampled character {st['first_char_s']:.2f} s"]
@@ -303,6 +330,8 @@ def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = No
     if device.type == "cpu":
         log("sampling ...")
         result["sampling"] = bench_sampling(1.0 if quick else 3.0)
+        log("memory ...")
+        result["memory"] = bench_memory()
         with tempfile.TemporaryDirectory() as tmp:
             log("preprocessing ...")
             result["preprocess"] = bench_preprocess(20 if quick else 100, Path(tmp))

@@ -34,6 +34,19 @@ class Duration(click.ParamType):
 
 
 POSITIVE_INT = click.IntRange(min=1)
+
+
+def model_options(command):
+    """The architecture flags, shared by train and lr-find."""
+    for option in reversed([
+        click.option("--model-type", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True),
+        click.option("--wordvec-size", type=POSITIVE_INT, default=64, show_default=True),
+        click.option("--rnn-size", type=POSITIVE_INT, default=128, show_default=True),
+        click.option("--num-layers", type=POSITIVE_INT, default=2, show_default=True),
+        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
+    ]):
+        command = option(command)
+    return command
 NON_NEGATIVE_INT = click.IntRange(min=0)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 FRACTION = click.FloatRange(min=0, max=1, max_open=True)
@@ -94,11 +107,7 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 @click.option("--reset-iterations", type=FLAG01, default=1, show_default=True,
               help="With --init-from: 0 keeps the checkpoint's iteration counter.")
 @click.option("--resume", type=click.Path(), help="Continue a run exactly from its checkpoint (file or directory).")
-@click.option("--model-type", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
-@click.option("--wordvec-size", type=POSITIVE_INT, default=64, show_default=True)
-@click.option("--rnn-size", type=POSITIVE_INT, default=128, show_default=True)
-@click.option("--num-layers", type=POSITIVE_INT, default=2, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@model_options
 @click.option("--batchnorm", type=FLAG01, default=0, show_default=True)
 @click.option("--max-epochs", type=POSITIVE_INT, default=50, show_default=True)
 @click.option("--max-iters", type=POSITIVE_INT, help="Stop after this many iterations (overrides --max-epochs).")
@@ -296,11 +305,7 @@ def plot(runs, output, fmt, width, height, smoothing) -> None:
 @click.option("--num-iters", type=POSITIVE_INT, default=100, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="lr_find.png", show_default=True,
               help="Curve as PNG (needs matplotlib) and JSON beside it.")
-@click.option("--model-type", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True)
-@click.option("--wordvec-size", type=POSITIVE_INT, default=64, show_default=True)
-@click.option("--rnn-size", type=POSITIVE_INT, default=128, show_default=True)
-@click.option("--num-layers", type=POSITIVE_INT, default=2, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@model_options
 @click.option("--batch-size", type=POSITIVE_INT, default=50, show_default=True)
 @click.option("--seq-length", type=POSITIVE_INT, default=50, show_default=True)
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True)
