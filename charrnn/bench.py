@@ -171,7 +171,7 @@ def bench_sampling(seconds: float = 2.0) -> dict:
     model = CharRNN(ModelConfig(V, "lstm", D, 128, 2)).eval()
     out = {}
     for streams in (1, 256):
-        engine = NumpyEngine(model, streams, 1.0, False, seed=0)
+        engine = NumpyEngine.from_model(model, streams, 1.0, False, seed=0)
         tokens, n, t0 = engine.first(), 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             for _ in range(50):

@@ -12,15 +12,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
+from .config import ModelConfig
 from .errors import CharRNNError
 from .fileio import atomic_path, atomic_write, check_readable_file
-from .model import CharRNN, ModelConfig
 from .vocab import Vocabulary
 
-FORMAT = "charrnn-checkpoint"
-VERSION = 1
+if TYPE_CHECKING:  # torch is imported only where a function needs it
+    import torch
+
+    from .model import CharRNN
+
+from .ptreader import FORMAT, REFUSED, VERSION, parse_payload
 _ITER = re.compile(r"_(\d+)\.(?:pt|t7)$")
 
 
@@ -36,7 +40,9 @@ class Checkpoint:
     train_state: dict = field(default_factory=dict)  # empty when saved without resume state
     info: dict = field(default_factory=dict)  # histories and options of an imported torch-rnn checkpoint
 
-    def build_model(self, device: torch.device | str = "cpu") -> CharRNN:
+    def build_model(self, device: "torch.device | str" = "cpu") -> "CharRNN":
+        from .model import CharRNN
+
         model = CharRNN(self.model_config)
         try:
             model.load_state_dict(self.model_state)
@@ -89,6 +95,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def save_checkpoint(name: str | Path, iteration: int, model: CharRNN, vocab: Vocabulary,
                     history: dict, train_state: dict | None = None) -> Path:
     """Write ``<name>_<i>.pt`` then ``<name>_<i>.json`` atomically; return the ``.pt`` path."""
+    import torch
+
     pt_path, json_path = checkpoint_paths(name, iteration)
     payload = {
         "format": FORMAT,
@@ -119,26 +127,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         return load_t7_checkpoint(path)
     if path.stat().st_size == 0:
         raise _fail(path, "the checkpoint file is empty")
+    import torch
+
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated, foreign or hostile files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported" in reason or "global" in reason.lower():
-            raise _fail(path, "refusing to load: the file holds Python objects, not just tensors "
-                              "(a checkpoint must not be able to run code)") from None
+            raise _fail(path, REFUSED) from None
         raise _fail(path, f"not a readable charrnn checkpoint (truncated or foreign file: {reason[:160]})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise _fail(path, "not a charrnn checkpoint")
-    version = data.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise _fail(path, f"checkpoint format version {version} is newer than this charrnn understands "
-                          f"(version {VERSION}); upgrade charrnn")
-    try:
-        config = ModelConfig(**data["model_config"])
-        vocab = Vocabulary(tuple(int(t) for t in data["vocab"]["tokens"]), bool(data["vocab"]["byte_mode"]))
-        if config.vocab_size != len(vocab):
-            raise _fail(path, "vocabulary size does not match the model")
-        return Checkpoint(path, config, vocab, data["model"], int(data.get("iteration", 0)),
-                          data.get("train_state") or {})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _fail(path, f"damaged checkpoint (missing or bad field: {exc})") from None
+    p = parse_payload(path, data)
+    return Checkpoint(path, p.config, p.vocab, p.model_state, p.iteration, p.train_state)

@@ -221,7 +221,7 @@ def sample(checkpoint, length, start_text, sample_flag, temperature, seed, gpu, 
     sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu, gpu_backend=gpu_backend)
     binary = sampler.vocab.byte_mode
     if num_samples > 1:
-        if sampler.device.type != "cpu":
+        if sampler.device_type != "cpu":
             raise CharRNNError("--num-samples runs on the CPU: add --gpu -1")
         texts = sampler.generate_many(num_samples, length, start_text, argmax=not sample_flag,
                                       temperature=temperature, seed=seed)

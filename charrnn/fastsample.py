@@ -11,48 +11,50 @@ allocated once; a step allocates nothing of size.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .model import CharRNN
+from .config import ModelConfig
+
+if TYPE_CHECKING:
+    from .model import CharRNN
 
 NOISE_BLOCK = 1024
 
 
-def _layer_weights(model: CharRNN) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(W_ih, W_hh, b_ih, b_hh) per layer, as float32 arrays, whatever the module layout."""
-    sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    L = model.config.num_layers
-    if model.config.batchnorm:
+def _layer_weights(config: ModelConfig, sd: dict) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(W_ih, W_hh, b_ih, b_hh) per layer, whatever the module layout."""
+    if config.batchnorm:
         key = lambda l, name: f"rnns.{l}.{name}_l0"  # noqa: E731
     else:
         key = lambda l, name: f"rnns.0.{name}_l{l}"  # noqa: E731
-    return [tuple(sd[key(l, n)] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")) for l in range(L)]
+    return [tuple(sd[key(l, n)] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for l in range(config.num_layers)]
 
 
-def _batchnorm_affine(model: CharRNN, layer: int) -> tuple[np.ndarray, np.ndarray]:
+def _batchnorm_affine(sd: dict, layer: int, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Scale and shift of a batch-norm layer in eval mode: BN(h) = h * s + t."""
-    bn = model.norms[layer]
-    s = (bn.weight / (bn.running_var + bn.eps).sqrt()).detach().float().cpu().numpy()
-    t = (bn.bias - bn.running_mean * bn.weight / (bn.running_var + bn.eps).sqrt()).detach().float().cpu().numpy()
-    return s, t
+    p = f"norms.{layer}."
+    s = sd[p + "weight"] / np.sqrt(sd[p + "running_var"] + eps)
+    return s, sd[p + "bias"] - sd[p + "running_mean"] * s
 
 
 class NumpyEngine:
     """Steps ``K`` independent streams of a CharRNN; ``step(tokens)`` returns the next tokens."""
 
-    def __init__(self, model: CharRNN, streams: int = 1, temperature: float = 1.0, argmax: bool = False,
-                 seed: int | None = None) -> None:
-        cfg = model.config
+    def __init__(self, config: ModelConfig, weights: dict, streams: int = 1, temperature: float = 1.0,
+                 argmax: bool = False, seed: int | None = None) -> None:
+        cfg = config
+        sd = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items() if not k.endswith("num_batches_tracked")}
         self.kind, self.K, self.H, self.L = cfg.model_type, streams, cfg.rnn_size, cfg.num_layers
         self.argmax = argmax
         H, L, K = self.H, self.L, streams
-        layers = _layer_weights(model)
-        embed = model.embed.weight.detach().float().cpu().numpy()
-        head_w = model.head.weight.detach().float().cpu().numpy()
-        head_b = model.head.bias.detach().float().cpu().numpy()
+        layers = _layer_weights(cfg, sd)
+        embed, head_w, head_b = sd["embed.weight"], sd["head.weight"], sd["head.bias"]
         if cfg.batchnorm:  # fold BN(h) = h*s + t into whatever reads h next
             for l in range(L):
-                s, t = _batchnorm_affine(model, l)
+                s, t = _batchnorm_affine(sd, l)
                 if l + 1 < L:
                     w_ih, w_hh, b_ih, b_hh = layers[l + 1]
                     layers[l + 1] = (w_ih * s, w_hh, b_ih + w_ih @ t, b_hh)
@@ -95,6 +97,14 @@ class NumpyEngine:
         self.h_own = [self.h[:, l * H:(l + 1) * H] for l in range(L)]
         self.h_pair = [None] + [self.h[:, (l - 1) * H:(l + 1) * H] for l in range(1, L)]
         self.c_own = [self.c[:, l * H:(l + 1) * H] for l in range(L)]
+
+    @classmethod
+    def from_model(cls, model: "CharRNN", streams: int = 1, temperature: float = 1.0, argmax: bool = False,
+                   seed: int | None = None) -> "NumpyEngine":
+        """An engine with the current weights of a PyTorch model (any device, any mode)."""
+        weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()
+                   if v.is_floating_point()}
+        return cls(model.config, weights, streams, temperature, argmax, seed)
 
     def reset(self) -> None:
         self.h[:] = 0

@@ -8,29 +8,16 @@ dropout, then ``Linear(H, V)`` at every timestep.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from .config import ModelConfig  # noqa: F401  (re-exported: charrnn.model.ModelConfig)
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 INIT_SCHEMES = ("torch-rnn", "xavier", "orthogonal", "normal")
 
 State = tuple  # (h, c) for an LSTM, (h,) otherwise; each of shape (num_layers, N, H)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int
-    model_type: str = "lstm"
-    wordvec_size: int = 64
-    rnn_size: int = 128
-    num_layers: int = 2
-    dropout: float = 0.0
-    batchnorm: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class CharRNN(nn.Module):

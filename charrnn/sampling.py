@@ -5,29 +5,57 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from .checkpoint import load_checkpoint
-from .device import select_device
+import numpy as np
+
+from .checkpoint import load_checkpoint, resolve_checkpoint
+from .config import ModelConfig
 from .errors import CharRNNError
-from .model import CharRNN
 from .vocab import Vocabulary
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import CharRNN
 
 
 class Sampler:
-    """Generates text from a model; ``Sampler.from_checkpoint(path).generate(...)``."""
+    """Generates text from a model; ``Sampler.from_checkpoint(path).generate(...)``.
 
-    def __init__(self, model: CharRNN, vocab: Vocabulary, device: torch.device | str = "cpu") -> None:
+    On the CPU the work runs on NumPy (see :mod:`charrnn.fastsample`); a charrnn ``.pt``
+    checkpoint sampled on the CPU never even imports torch, so the first character comes fast.
+    """
+
+    def __init__(self, model: "CharRNN", vocab: Vocabulary, device: "torch.device | str" = "cpu") -> None:
+        import torch
+
         self.model = model.to(device).eval()
+        self.config, self.weights = model.config, None
         self.vocab = vocab
         self.device = torch.device(device)
+        self.device_type = self.device.type
         self._values = np.array(vocab.tokens, dtype=np.uint32)  # token value by 0-based id
 
     @classmethod
+    def from_weights(cls, config: ModelConfig, weights: dict, vocab: Vocabulary) -> "Sampler":
+        """A CPU sampler over NumPy weights (a ``state_dict`` as arrays), without torch."""
+        self = cls.__new__(cls)
+        self.model, self.device = None, None
+        self.config, self.weights, self.vocab, self.device_type = config, weights, vocab, "cpu"
+        self._values = np.array(vocab.tokens, dtype=np.uint32)
+        return self
+
+    @classmethod
     def from_checkpoint(cls, path: str | Path, gpu: int | None = -1, gpu_backend: str = "cuda") -> "Sampler":
+        resolved = resolve_checkpoint(path)
+        if gpu is not None and gpu < 0 and resolved.suffix == ".pt":
+            from .ptreader import read_pt
+            payload = read_pt(resolved)
+            return cls.from_weights(payload.config, payload.model_state, payload.vocab)
+        from .device import select_device
         device = select_device(gpu, gpu_backend)
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(resolved)
         return cls(ckpt.build_model(device), ckpt.vocab, device)
 
     def _check(self, length: int, start_text: str, temperature: float):
@@ -44,7 +72,10 @@ class Sampler:
         """A primed NumPy engine and the first tokens to emit."""
         from .fastsample import NumpyEngine
 
-        engine = NumpyEngine(self.model, streams, temperature, argmax, seed)
+        if self.weights is not None:
+            engine = NumpyEngine(self.config, self.weights, streams, temperature, argmax, seed)
+        else:
+            engine = NumpyEngine.from_model(self.model, streams, temperature, argmax, seed)
         if start is None:
             return engine, engine.first()
         for token in start:
@@ -62,7 +93,7 @@ class Sampler:
         if start is not None:
             yield self._decode(start)
         remaining = length - (0 if start is None else len(start))
-        if self.device.type != "cpu":
+        if self.device_type != "cpu":
             yield from self._generate_torch(remaining, start, argmax, temperature, seed, chunk)
             return
         engine, nxt = self._engine(1, start, argmax, temperature, seed)
@@ -96,10 +127,15 @@ class Sampler:
                 nxt = engine.choose()
         return [self._decode(np.concatenate([prefix, row]).astype(np.int64)) for row in out]
 
-    @torch.inference_mode()
     def _generate_torch(self, remaining: int, start, argmax: bool, temperature: float, seed: int | None,
                         chunk: int) -> Iterator[str | bytes]:
         """The same sampling with the PyTorch model, for GPUs."""
+        import torch
+
+        with torch.inference_mode():
+            yield from self._torch_loop(torch, remaining, start, argmax, temperature, seed, chunk)
+
+    def _torch_loop(self, torch, remaining, start, argmax, temperature, seed, chunk):
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
         V = len(self.vocab)
@@ -134,12 +170,12 @@ class Sampler:
         return values.tobytes().decode("utf-32-le")
 
 
-def sample_from_model(model: CharRNN, vocab: Vocabulary, length: int = 200, temperature: float = 1.0,
+def sample_from_model(model: "CharRNN", vocab: Vocabulary, length: int = 200, temperature: float = 1.0,
                       seed: int | None = None) -> str | bytes:
     """A sample from a model in any mode or device, leaving it (and torch's random state) untouched."""
     from .fastsample import NumpyEngine
 
-    engine = NumpyEngine(model, 1, temperature, False, seed)
+    engine = NumpyEngine.from_model(model, 1, temperature, False, seed)
     values = np.array(vocab.tokens, dtype=np.uint32)
     tokens = [int(engine.first()[0])]
     for _ in range(length - 1):

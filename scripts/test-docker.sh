@@ -51,6 +51,7 @@ fi
 
 # PyTorch's wheel index may be out of reach: use the CPU wheel pip finds on this machine, if any
 WHEEL=$(ls /opt/wheels/torch-*+cpu-cp311-*.whl 2>/dev/null | head -1 || true)
+mkdir -p docker/wheels
 if [ -n "$WHEEL" ]; then ln -f "$WHEEL" docker/wheels/ 2>/dev/null || cp "$WHEEL" docker/wheels/; fi
 
 say "building $IMAGE on $BASE"

@@ -102,8 +102,6 @@ def test_twenty_hard_kills_never_lose_the_run(dataset, tmp_path):
 def test_failed_checkpoint_write_is_clear_and_keeps_the_previous(cli, dataset, tmp_path, monkeypatch):
     import torch
 
-    import charrnn.checkpoint as ckpt_module
-
     real_save, calls = torch.save, []
 
     def failing_save(obj, f, *args, **kwargs):
@@ -112,7 +110,7 @@ def test_failed_checkpoint_write_is_clear_and_keeps_the_previous(cli, dataset, t
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(ckpt_module.torch, "save", failing_save)
+    monkeypatch.setattr(torch, "save", failing_save)
     h5, js = dataset
     result = cli("train", "--input-h5", h5, "--input-json", js, *TINY_MODEL, "--max-iters", "10",
                  "--checkpoint-every", "5", "--checkpoint-name", tmp_path / "cp")

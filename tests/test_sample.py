@@ -163,9 +163,35 @@ def test_numpy_engine_matches_the_model(trained, tmp_path):
                     norm.running_var.uniform_(0.5, 2)
                     norm.weight.data.uniform_(0.5, 2)
             tokens = np.array([[1, 4, 2, 6, 0, 3]] * 2)
-            engine = NumpyEngine(model, streams=2, argmax=True)
+            engine = NumpyEngine.from_model(model, streams=2, argmax=True)
             for t in range(tokens.shape[1]):
                 engine.feed(tokens[:, t])
             expected, _ = model(torch.as_tensor(tokens))
             z = engine.h_own[-1] @ engine.head_w_t + engine.head_b
             assert np.allclose(z, expected[:, -1].detach().numpy(), atol=1e-5), (model_type, batchnorm)
+
+
+def test_cpu_sampling_of_a_pt_checkpoint_never_imports_torch(trained):
+    """Start-up: the .pt is read by charrnn's own safe reader and sampled on NumPy."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from charrnn import sample; text = sample({str(trained)!r}, length=40, seed=3); "
+            "print(len(text), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["40", "False"]
+    via_torch = Sampler(load_checkpoint(trained).build_model(), load_checkpoint(trained).vocab)
+    assert "".join(via_torch.generate(40, seed=3)) == sample(trained, length=40, seed=3)  # same weights, same text
+
+
+def test_torch_free_reader_matches_torch_load(trained):
+    import numpy as np
+
+    from charrnn.ptreader import read_pt
+
+    payload = read_pt(trained)
+    reference = load_checkpoint(trained)
+    assert payload.config == reference.model_config and payload.vocab == reference.vocab
+    for key, tensor in reference.model_state.items():
+        assert np.array_equal(payload.model_state[key], tensor.numpy()), key
+    assert payload.train_state["learning_rate"] == reference.train_state["learning_rate"]
