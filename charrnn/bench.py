@@ -43,19 +43,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_ms(fn, iters: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
-
-
 def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, iters: int = 5) -> float:
     """The best of ``iters`` dense n x n matmuls: the machine's attainable peak."""
     a = torch.randn(n, n, device=device).to(dtype)

@@ -63,20 +63,34 @@ class _StorageType:
         self.dtype = np.dtype(dtype)
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *unused) -> np.ndarray:
-    size, stride = tuple(size), tuple(stride)
+def strided_copy(storage: np.ndarray, offset: int, size, stride) -> np.ndarray:
+    """A copy of the tensor view (offset, size, stride) of a 1-D storage, bounds-checked.
+
+    Raises ValueError when the view is malformed or reaches outside the storage, so a hostile
+    file can never make NumPy read memory it does not own.
+    """
+    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride) or any(n < 0 for n in size) or any(s < 0 for s in stride):
+        raise ValueError("malformed tensor")
     if not size:
+        if not 0 <= offset < len(storage):
+            raise ValueError("tensor reaches outside its storage")
         return storage[offset:offset + 1].reshape(()).copy()
-    if any(n < 0 for n in size) or any(s < 0 for s in stride):
-        raise pickle.UnpicklingError("malformed tensor")
     if 0 in size:
         return np.zeros(size, dtype=storage.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if offset < 0 or last >= len(storage):
-        raise pickle.UnpicklingError("tensor reaches outside its storage")
+        raise ValueError("tensor reaches outside its storage")
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
                                            strides=[s * storage.itemsize for s in stride], writeable=False)
     return np.array(view)
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *unused) -> np.ndarray:
+    try:
+        return strided_copy(storage, offset, size, stride)
+    except ValueError as exc:
+        raise pickle.UnpicklingError(str(exc)) from None
 
 
 class _Unpickler(pickle.Unpickler):

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .errors import CharRNNError
-from .model import ModelConfig
+from .config import ModelConfig
+from .ptreader import strided_copy
 from .vocab import Vocabulary
 
 NIL, NUMBER, STRING, TABLE, TORCH, BOOLEAN, FUNCTION, RECUR_FUNCTION, LEGACY_RECUR_FUNCTION = range(9)
@@ -139,16 +140,12 @@ class _Reader:
         storage = self.obj(depth + 1)
         if ndim == 0 or storage is None:
             return np.zeros((0,), dtype=np.float32)
-        if not isinstance(storage, np.ndarray) or any(s < 0 for s in size) or any(s < 0 for s in stride):
+        if not isinstance(storage, np.ndarray):
             raise T7Error("malformed tensor")
-        if 0 in size:
-            return np.zeros(size, dtype=storage.dtype)
-        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if offset < 0 or last >= len(storage):
-            raise T7Error("tensor reaches outside its storage")
-        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
-                                               strides=[s * storage.itemsize for s in stride], writeable=False)
-        return np.array(view)
+        try:
+            return strided_copy(storage, offset, size, stride)
+        except ValueError as exc:
+            raise T7Error(str(exc)) from None
 
 
 def read_t7(path: str | Path):
