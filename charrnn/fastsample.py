@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 NOISE_BLOCK = 1024
 
 
+def numpy_weights(model: "CharRNN") -> dict[str, np.ndarray]:
+    """A model's floating-point state as NumPy arrays (a copy, from any device)."""
+    return {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
 def _layer_weights(config: ModelConfig, sd: dict) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(W_ih, W_hh, b_ih, b_hh) per layer, whatever the module layout."""
     if config.batchnorm:
@@ -102,9 +107,7 @@ class NumpyEngine:
     def from_model(cls, model: "CharRNN", streams: int = 1, temperature: float = 1.0, argmax: bool = False,
                    seed: int | None = None) -> "NumpyEngine":
         """An engine with the current weights of a PyTorch model (any device, any mode)."""
-        weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()
-                   if v.is_floating_point()}
-        return cls(model.config, weights, streams, temperature, argmax, seed)
+        return cls(model.config, numpy_weights(model), streams, temperature, argmax, seed)
 
     def reset(self) -> None:
         self.h[:] = 0

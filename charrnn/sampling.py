@@ -35,7 +35,6 @@ class Sampler:
         self.vocab = vocab
         self.device = torch.device(device)
         self.device_type = self.device.type
-        self._values = np.array(vocab.tokens, dtype=np.uint32)  # token value by 0-based id
 
     @classmethod
     def from_weights(cls, config: ModelConfig, weights: dict, vocab: Vocabulary) -> "Sampler":
@@ -43,7 +42,6 @@ class Sampler:
         self = cls.__new__(cls)
         self.model, self.device = None, None
         self.config, self.weights, self.vocab, self.device_type = config, weights, vocab, "cpu"
-        self._values = np.array(vocab.tokens, dtype=np.uint32)
         return self
 
     @classmethod
@@ -164,30 +162,24 @@ class Sampler:
 
     def _decode(self, ids: np.ndarray) -> str | bytes:
         """Text (or bytes) for 0-based token ids."""
-        values = self._values[ids]
-        if self.vocab.byte_mode:
-            return values.astype(np.uint8).tobytes()
-        return values.tobytes().decode("utf-32-le")
+        return self.vocab.decode(np.asarray(ids) + 1)
+
+    def text(self, length: int = 2000, start_text: str = "", argmax: bool = False, temperature: float = 1.0,
+             seed: int | None = None) -> str | bytes:
+        """One whole sample (``generate`` streams it instead)."""
+        pieces = self.generate(length, start_text, argmax, temperature, seed)
+        return (b"" if self.vocab.byte_mode else "").join(pieces)
 
 
 def sample_from_model(model: "CharRNN", vocab: Vocabulary, length: int = 200, temperature: float = 1.0,
                       seed: int | None = None) -> str | bytes:
     """A sample from a model in any mode or device, leaving it (and torch's random state) untouched."""
-    from .fastsample import NumpyEngine
+    from .fastsample import numpy_weights
 
-    engine = NumpyEngine.from_model(model, 1, temperature, False, seed)
-    values = np.array(vocab.tokens, dtype=np.uint32)
-    tokens = [int(engine.first()[0])]
-    for _ in range(length - 1):
-        engine.feed(np.array(tokens[-1:]))
-        tokens.append(int(engine.choose()[0]))
-    chosen = values[tokens]
-    return chosen.astype(np.uint8).tobytes() if vocab.byte_mode else chosen.tobytes().decode("utf-32-le")
+    return Sampler.from_weights(model.config, numpy_weights(model), vocab).text(length, temperature=temperature, seed=seed)
 
 
 def sample(checkpoint: str | Path, length: int = 2000, start_text: str = "", argmax: bool = False,
            temperature: float = 1.0, seed: int | None = None, gpu: int | None = -1) -> str | bytes:
     """Sample text from a checkpoint and return it whole (the CLI streams instead)."""
-    sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu)
-    pieces = list(sampler.generate(length, start_text, argmax, temperature, seed))
-    return (b"" if sampler.vocab.byte_mode else "").join(pieces)
+    return Sampler.from_checkpoint(checkpoint, gpu=gpu).text(length, start_text, argmax, temperature, seed)

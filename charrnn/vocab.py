@@ -30,6 +30,7 @@ class Vocabulary:
     tokens: tuple[int, ...]
     byte_mode: bool = False
     _lookup: np.ndarray = field(init=False, repr=False, compare=False)
+    _values: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(set(self.tokens)) != len(self.tokens):
@@ -38,6 +39,7 @@ class Vocabulary:
         lookup = np.zeros(size, dtype=np.uint32)  # 0 = unknown
         lookup[list(self.tokens)] = np.arange(1, len(self.tokens) + 1, dtype=np.uint32)
         object.__setattr__(self, "_lookup", lookup)
+        object.__setattr__(self, "_values", np.array((0,) + self.tokens, dtype=np.uint32))  # value by id
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -130,12 +132,8 @@ class Vocabulary:
         return ids
 
     def decode(self, ids) -> str | bytes:
-        """The text (or, in bytes mode, the bytes) for a sequence of token ids."""
-        values = [self.tokens[int(i) - 1] for i in ids]
+        """The text (or, in bytes mode, the bytes) for a sequence of token ids (from 1)."""
+        values = self._values[np.asarray(ids, dtype=np.int64)]
         if self.byte_mode:
-            return bytes(values)
-        return "".join(map(chr, values))
-
-    def token_array(self) -> np.ndarray:
-        """Token values indexed by id (index 0 unused), for fast vectorised decoding."""
-        return np.array((0,) + self.tokens, dtype=np.uint32)
+            return values.astype(np.uint8).tobytes()
+        return values.tobytes().decode("utf-32-le")

@@ -14,7 +14,7 @@ import pytest
 from charrnn import Vocabulary, load_splits, make_batches, preprocess, train
 from charrnn.data import LazyStreams
 
-from .conftest import TINY_MODEL, assert_one_line_error
+from .conftest import assert_one_line_error
 
 TINY = dict(rnn_size=16, wordvec_size=8, num_layers=2, seq_length=16, gpu=-1, print_every=0, quiet=True)
 
