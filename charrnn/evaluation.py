@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
-from .data import load_splits, make_batches
+from .data import open_batches, split_sizes
 from .device import select_device
 from .errors import CharRNNError
 from .training import evaluate
@@ -45,9 +45,10 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
     batch_size = batch_size or int(opt.get("batch_size") or 50)
     seq_length = seq_length or int(opt.get("seq_length") or 50)
     device = select_device(gpu, gpu_backend)
-    ids = load_splits(input_h5, ckpt.vocab, (split,))[split]
-    batches = make_batches(ids, batch_size, seq_length, split)
+    batches = open_batches(input_h5, split, ckpt.vocab, batch_size, seq_length)
     if batches is None:
-        raise CharRNNError(f"the {split} split has only {len(ids)} tokens: too few for one sequence of {seq_length}")
-    loss = evaluate(ckpt.build_model(device), batches, device)
+        num = split_sizes(input_h5, (split,))[split]
+        raise CharRNNError(f"the {split} split has only {num} tokens: too few for one sequence of {seq_length}")
+    with batches:
+        loss = evaluate(ckpt.build_model(device), batches, device)
     return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length)

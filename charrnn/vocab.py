@@ -18,6 +18,17 @@ from .errors import CharRNNError
 from .fileio import atomic_write, check_readable_file
 
 _BYTE_NAME = re.compile(r"^\[(\d{1,3})\]$")
+FIRST_ID = 1  # torch-rnn's HDF5 and JSON files count tokens from 1; PyTorch's embedding from 0
+
+
+def to_model_ids(file_ids) -> np.ndarray:
+    """The model's 0-based ids (int64) for torch-rnn's 1-based file ids: the one place the shift lives."""
+    return np.asarray(file_ids, dtype=np.int64) - FIRST_ID
+
+
+def to_file_ids(model_ids) -> np.ndarray:
+    """torch-rnn's 1-based file ids (int64) for the model's 0-based ids."""
+    return np.asarray(model_ids, dtype=np.int64) + FIRST_ID
 
 
 @dataclass(frozen=True)
