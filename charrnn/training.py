@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (Checkpoint, checkpoint_paths, existing_checkpoints, load_checkpoint,
+from .checkpoint import (Checkpoint, check_options, checkpoint_paths, existing_checkpoints, load_checkpoint,
                          remove_stale_temporaries, save_checkpoint)
 from . import distributed
 from .data import LazyStreams, StreamBatches, load_splits, make_batches, split_sizes
@@ -342,7 +342,7 @@ class Trainer:
     def _restore(self, source: Checkpoint) -> None:
         ts = source.train_state
         self.optimizer.load_state_dict(ts["optimizer"])
-        self.history = History(**ts["history"])
+        self.history = History(**{k: v for k, v in ts["history"].items() if k in {f.name for f in fields(History)}})
         self.start, self.lr = source.iteration, float(ts["learning_rate"])
         state = tuple(t.to(self.device) for t in ts["state"]) if ts.get("state") else None
         streams = self.train_batches.batch_size * self.world.size
@@ -637,8 +637,7 @@ def config_for_resume(checkpoint: str | Path, **overrides) -> TrainConfig:
     saved = source.train_state.get("config") if source.train_state else None
     if not saved:
         raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    cfg = TrainConfig(**check_options(source.path, saved, TrainConfig))
     cfg = replace(cfg, resume=str(source.path), init_from=None, overwrite=False,
                   checkpoint_name=checkpoint_stem(source.path))
     return replace(cfg, **overrides)

@@ -293,6 +293,8 @@ def _history(fail, history) -> None:
         at = f"{where}.{key!r:.40}"
         if not isinstance(key, str):
             raise fail(at, "is not a named history")
+        if isinstance(value, dict) != (key == "update_ratio_history"):  # the one table of lists
+            raise fail(at, "must be a table of lists" if key == "update_ratio_history" else "must be a list")
         series = value.values() if isinstance(value, dict) else [value]
         if isinstance(value, dict) and not all(isinstance(k, str) for k in value):
             raise fail(at, "must map layer names to lists")
@@ -313,11 +315,17 @@ def _options(fail, config) -> None:
             raise fail(f"{where}.{key:.40}", "must be a plain option value (number, string, true/false or none)")
 
 
+RESUME_FIELDS = ("optimizer", "learning_rate", "rng_cpu", "history", "config")  # what --resume needs
+
+
 def _train_state(fail, ts, config: ModelConfig) -> dict:
     if ts is None or ts == {}:
         return {}
     if not isinstance(ts, dict):
         raise fail("train_state", "must be a table")
+    for key in RESUME_FIELDS:
+        if key not in ts:
+            raise fail(f"train_state.{key}", "is missing")
     for key, value in ts.items():
         where = f"train_state.{key!r:.40}" if not isinstance(key, str) else f"train_state.{key:.40}"
         if key == "optimizer":
@@ -362,3 +370,31 @@ def validate_payload(path: str | Path, data: object) -> Payload:
         raise fail("info", "must be a table")
     check_plain(fail, "info", info)
     return Payload(config, vocab, weights, int(iteration), train_state, info)
+
+
+def _type_ok(value, annotation: str) -> bool:
+    for name in (t.strip() for t in annotation.split("|")):
+        if (name == "None" and value is None) or (name == "bool" and isinstance(value, bool)) \
+                or (name == "int" and _is_int(value) and abs(value) < MAX_INT) \
+                or (name == "float" and _is_number(value)) or (name == "str" and isinstance(value, str)):
+            return True
+    return False
+
+
+def check_options(path: str | Path, values: dict, cls) -> dict:
+    """The stored options ``values`` that are fields of the dataclass ``cls``, each of its declared type.
+
+    Unknown options are dropped (an older or newer charrnn may have written them); a known one
+    of the wrong type is a :class:`CorruptFile` naming it.
+    """
+    fail = _Fail(Path(path))
+    if not isinstance(values, dict):
+        raise fail("train_state.config", "must be a table of options")
+    known = {f.name: str(f.type) for f in fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key in known:
+            if not _type_ok(value, known[key]):
+                raise fail(f"train_state.config.{key}", f"must be of type {known[key]} (found {value!r:.40})")
+            out[key] = value
+    return out
