@@ -325,11 +325,11 @@ def bomb_bytes(size: int, _cache: dict = {}) -> bytes:  # noqa: B006  (a cache o
     return _cache[size]
 
 
-def deflate_bomb(rng: random.Random, entries) -> tuple[bytes, str]:
+def deflate_bomb(rng: random.Random, entries, sizes=(64 << 20, 256 << 20)) -> tuple[bytes, str]:
     """A storage entry declared (and deflated) far larger than its file: the pickle agrees or not."""
     keys = _storage_keys(entries)
     key = rng.choice(keys)
-    size = rng.choice([64 << 20, 256 << 20])
+    size = rng.choice(sizes)
     raw_deflated = bomb_bytes(size)
     prefix = entries[0][0].split("/")[0]
     pkl_name = f"{prefix}/data.pkl"
@@ -645,9 +645,8 @@ def mutate_json(rng: random.Random, seed: str) -> tuple[bytes, str]:
         return rng.choice([b"[]", b"1", b'"x"', b"null", b"{}", b'{"idx_to_token": []}', b"\xff\xfe",
                            b'{"idx_to_token": {}}']), "json top level"
     if kind == "many":
-        n = rng.choice([70_000, 1_200_000])
-        big = {"idx_to_token": {str(i): chr(0x4E00 + i % 20000) if i < 20000 else chr(0x20000 + i)
-                                for i in range(1, n + 1)}}
+        n = rng.choice([70_000, 300_000])
+        big = {"idx_to_token": {str(i): chr(0x10000 + i) for i in range(1, n + 1)}}
         return json.dumps(big).encode(), f"json {n:,} tokens"
     data2, what = flip_bytes(rng, seed.encode())
     return data2, f"json {what}"
