@@ -833,7 +833,7 @@ def campaign(seconds: float, seed: int, out: Path, spawn: bool = False, max_muta
                 stats[fmt].runs += 1
                 stats[fmt].verdicts[verdict] += 1
                 if size < 10 << 20:
-                    w = worst[name]
+                    w = worst[f"{name} ({'accepted' if verdict == 'accepted' else 'refused'})"]
                     w["seconds"] = max(w["seconds"], outcome.seconds)
                     w["rss_mb"] = max(w["rss_mb"], outcome.rss_mb)
                 if verdict not in ("clean", "accepted"):
@@ -864,9 +864,9 @@ def print_report(report: dict) -> None:
     print(f"{'format':8}{'mutants':>9}{'runs':>7}{'clean':>8}{'accepted':>10}{'failures':>10}")
     for fmt, s in report["formats"].items():
         print(f"{fmt:8}{s['mutants']:>9}{s['runs']:>7}{s['clean']:>8}{s['accepted']:>10}{s['failures']:>10}")
-    print("\nslowest run and largest resident memory per command (files under 10 MB):")
+    print("\nslowest run and largest resident memory per command and outcome (files under 10 MB):")
     for name, w in sorted(report["worst_per_command"].items()):
-        print(f"  {name:11} {w['seconds']:6.2f} s  {w['rss_mb']:6.0f} MB")
+        print(f"  {name:22} {w['seconds']:6.2f} s  {w['rss_mb']:6.0f} MB")
     for f in report["failures"][:20]:
         print(f"FAILURE {f['format']} {f['command']} [{f['verdict']}] {f['mutation']}\n  {f['file']}: "
               f"charrnn {' '.join(f['args'])}\n  {f['stderr'][-300:]}")

@@ -299,7 +299,7 @@ def test_one_rule_for_the_newest_checkpoint(tmp_path, trained, cli):
 # -- the fuzzer, seeded and bounded ---------------------------------------------------------------------------
 def test_a_seeded_fuzzing_campaign_finds_nothing(tmp_path):
     out = tmp_path / "fuzz"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "fuzz.py"), "--mutants", "2", "--seed", "7",
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "fuzz.py"), "--mutants", "1", "--seed", "7",
                              "--minutes", "2", "--out", str(out)], capture_output=True, text=True, timeout=600,
                             cwd=ROOT)
     report = json.loads((out / "report.json").read_text())
