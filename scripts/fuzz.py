@@ -645,9 +645,9 @@ def mutate_json(rng: random.Random, seed: str) -> tuple[bytes, str]:
         return rng.choice([b"[]", b"1", b'"x"', b"null", b"{}", b'{"idx_to_token": []}', b"\xff\xfe",
                            b'{"idx_to_token": {}}']), "json top level"
     if kind == "many":
-        n = rng.choice([70_000, 300_000])
-        big = {"idx_to_token": {str(i): chr(0x10000 + i) for i in range(1, n + 1)}}
-        return json.dumps(big).encode(), f"json {n:,} tokens"
+        n, dup = rng.choice([(3000, False), (300_000, True)])  # a valid large one, a duplicate-laden huge one
+        big = {"idx_to_token": {str(i): chr(0x10000 + (i % 1000 if dup else i)) for i in range(1, n + 1)}}
+        return json.dumps(big).encode(), f"json {n:,} tokens{' with duplicates' if dup else ''}"
     data2, what = flip_bytes(rng, seed.encode())
     return data2, f"json {what}"
 

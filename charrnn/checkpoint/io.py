@@ -111,11 +111,11 @@ def _check_rng(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint safely (no code runs, nothing unchecked is built); clear errors otherwise."""
+    path = resolve_checkpoint(path)
     p = read_payload(path)
     train_state = _to_torch(p.train_state)
-    _check_rng(resolve_checkpoint(path), train_state)
-    return Checkpoint(resolve_checkpoint(path), p.config, p.vocab, _to_torch(dict(p.model_state)), p.iteration,
-                      train_state, p.info)
+    _check_rng(path, train_state)
+    return Checkpoint(path, p.config, p.vocab, _to_torch(dict(p.model_state)), p.iteration, train_state, p.info)
 
 
 def save_checkpoint(name: str | Path, iteration: int, model: "CharRNN", vocab: Vocabulary,
