@@ -215,6 +215,13 @@ def test_resume_state_is_validated_naming_the_field(cli, trained, dataset, tmp_p
 
 
 # -- 5. .t7 field values --------------------------------------------------------------------------------------
+def _pairs(levels: int) -> list:
+    table = [1.0]
+    for _ in range(levels):
+        table = [table, table]
+    return table
+
+
 def _t7(tmp_path, change, name="m_7.t7") -> Path:
     tree = fuzz.t7_tree(np.random.default_rng(0))
     change(tree)
@@ -232,6 +239,7 @@ def _t7(tmp_path, change, name="m_7.t7") -> Path:
     (lambda t: t.__setitem__("i", math.nan), "iteration"),
     (lambda t: t.__setitem__("i", -1), "iteration"),
     (lambda t: t["opt"].__setitem__("me", t["opt"]), "cycle"),
+    (lambda t: t["opt"].__setitem__("dag", _pairs(25)), "more than"),  # 2^25 values in a 1 KB file
     (lambda t: t["model"].fields.__setitem__("idx_to_token", ["a", "\udcff", "c", " ", "\n"]), "surrogate"),
 ])
 def test_t7_field_values_are_validated(cli, dataset, tmp_path, change, fragment):

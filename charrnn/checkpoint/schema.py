@@ -31,6 +31,8 @@ from ..vocab import Vocabulary
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
 MAX_DEPTH = 32  # nesting of plain values (options, histories)
+MAX_VALUES = 2_000_000  # plain values in options and imported histories, counting every reference
+MAX_HISTORY = 20_000_000  # numbers in the resume histories, counting every reference
 MAX_INT = 2 ** 63
 MAX_STRING = 1 << 16
 MAX_STREAMS = 1 << 20  # rows of a carried hidden state
@@ -99,32 +101,64 @@ def _float_array(fail, where: str, x, shape: tuple | None = None, finite: bool =
     return x
 
 
-def check_plain(fail, where: str, value, arrays: bool = False, depth: int = 0, path: tuple = ()) -> None:
-    """Refuse anything but JSON-like values: bounded depth, no cycles, sane numbers and strings."""
-    if depth > MAX_DEPTH:
-        raise fail(where, "is nested too deeply")
-    if value is None or isinstance(value, bool) or _is_number(value):
-        return
-    if isinstance(value, float):  # inf or nan: JSON-writable, harmless in options and histories
-        return
-    if isinstance(value, str):
-        if len(value) > MAX_STRING:
-            raise fail(where, "holds an over-long string")
-        return
-    if arrays and array_info(value) is not None:
-        return
-    if isinstance(value, (list, tuple, dict)):
-        if any(value is p for p in path):
-            raise fail(where, "contains a reference cycle")
-        inner = path + (value,)
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            if isinstance(value, dict) and not (key is None or isinstance(key, (str, bool)) or _is_number(key)):
-                raise fail(where, f"has a key of type {type(key).__name__}")
-            check_plain(fail, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]", item, arrays,
-                        depth + 1, inner)
-        return
-    raise fail(where, f"holds a value of type {type(value).__name__}")
+def check_plain(fail, where: str, value, arrays: bool = False) -> None:
+    """Refuse anything but JSON-like values: bounded depth and count, no cycles, sane numbers and strings.
+
+    The count matters because a file can refer to one table many times: 30 levels of pairs
+    of references would otherwise be a billion values to check (and to write as JSON).
+    """
+    count, ancestors, sizes = [0], set(), {}  # sizes: id -> values under a container already checked
+
+    def name(trail) -> str:
+        keys = []
+        while trail:
+            trail, key = trail
+            keys.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+        return where + "".join(reversed(keys))
+
+    def visit(v, trail, depth: int) -> None:
+        count[0] += 1
+        if count[0] > MAX_VALUES:
+            raise fail(name(trail), f"holds more than {MAX_VALUES:,} values")
+        t = type(v)
+        if v is None or t is bool or t is float or (t is int and -MAX_INT < v < MAX_INT):
+            return
+        if t is str:
+            if len(v) > MAX_STRING:
+                raise fail(name(trail), "holds an over-long string")
+            return
+        if _is_number(v) or isinstance(v, (float, np.floating)) or (arrays and array_info(v) is not None):
+            return
+        if not isinstance(v, (list, tuple, dict)):
+            problem = "holds an implausibly large number" if _is_int(v) else f"holds a value of type {t.__name__}"
+            raise fail(name(trail), problem)
+        if depth >= MAX_DEPTH:
+            raise fail(name(trail), "is nested too deeply")
+        if id(v) in ancestors:
+            raise fail(name(trail), "contains a reference cycle")
+        if id(v) in sizes:  # referred to again: count its values again, check them once
+            count[0] += sizes[id(v)]
+            if count[0] > MAX_VALUES:
+                raise fail(name(trail), f"holds more than {MAX_VALUES:,} values")
+            return
+        before = count[0]
+        if t is list and all(type(x) is float for x in v):  # a history: the common case, checked at once
+            count[0] += len(v)
+            sizes[id(v)] = len(v)
+            return
+        ancestors.add(id(v))
+        if isinstance(v, dict):
+            for key, item in v.items():
+                if not (key is None or isinstance(key, (str, bool)) or _is_number(key)):
+                    raise fail(name(trail), f"has a key of type {type(key).__name__}")
+                visit(item, (trail, key), depth + 1)
+        else:
+            for k, item in enumerate(v):
+                visit(item, (trail, k), depth + 1)
+        ancestors.discard(id(v))
+        sizes[id(v)] = count[0] - before
+
+    visit(value, None, 0)
 
 
 # -- the architecture, vocabulary and weights -----------------------------------------------------------
@@ -287,8 +321,9 @@ def _rng(fail, where: str, value, optional: bool) -> None:
 
 def _history(fail, history) -> None:
     where = "train_state.history"
-    if not isinstance(history, dict):
+    if not isinstance(history, dict) or len(history) > 256:
         raise fail(where, "must be a table of lists")
+    total, checked = 0, set()
     for key, value in history.items():
         at = f"{where}.{key!r:.40}"
         if not isinstance(key, str):
@@ -299,8 +334,14 @@ def _history(fail, history) -> None:
         if isinstance(value, dict) and not all(isinstance(k, str) for k in value):
             raise fail(at, "must map layer names to lists")
         for s in series:
+            total += len(s) if isinstance(s, list) else 0
+            if total > MAX_HISTORY:
+                raise fail(where, f"holds more than {MAX_HISTORY:,} values")
+            if id(s) in checked:
+                continue
             if not isinstance(s, list) or not all(x is None or _is_number(x) or isinstance(x, float) for x in s):
                 raise fail(at, "must be a list of numbers")
+            checked.add(id(s))
 
 
 def _options(fail, config) -> None:
