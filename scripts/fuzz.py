@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 import zlib
 from collections import defaultdict
@@ -50,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+warnings.filterwarnings("ignore", "Duplicate name", UserWarning)  # the duplicate-entry mutant, on purpose
 MEMORY_LIMIT = 2 << 30  # RLIMIT_AS per run: torch alone maps about 0.7 GB of address space
 TIMEOUT = 60.0
 TINY = ["--rnn-size", "16", "--wordvec-size", "8", "--num-layers", "2", "--batch-size", "2", "--seq-length", "8",

@@ -85,16 +85,23 @@ def read_pt(path: str | Path) -> Payload:
     return read_payload(path)
 
 
-def _to_torch(value):
+def _to_torch(value, done: dict | None = None):
+    """``value`` with every NumPy array as a torch tensor (shared parts converted once)."""
     import torch
 
+    done = {} if done is None else done
+    if id(value) in done:
+        return done[id(value)]
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.require(value, requirements=["W", "C"]))
-    if isinstance(value, dict):
-        return type(value)((k, _to_torch(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_torch(v) for v in value)
-    return value
+        out = torch.from_numpy(np.require(value, requirements=["W", "C"]))
+    elif isinstance(value, dict):
+        out = type(value)((k, _to_torch(v, done)) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        out = type(value)(_to_torch(v, done) for v in value)
+    else:
+        return value
+    done[id(value)] = out
+    return out
 
 
 def _check_rng(path: Path, state: dict) -> None:
