@@ -6,7 +6,8 @@ The readers beneath (:mod:`charrnn.formats`) turn ``.pt`` and ``.t7`` files into
 from .io import Checkpoint, convert_checkpoint, load_checkpoint, read_payload, read_pt, resolve_checkpoint, save_checkpoint
 from .names import (CheckpointName, checkpoint_paths, checkpoint_stem, existing_checkpoints, list_checkpoints,
                     newest_checkpoint, remove_stale_temporaries)
-from .schema import FORMAT, VERSION, Payload, check_options, validate_payload
+from .resume import check_options
+from .schema import FORMAT, VERSION, Payload, validate_payload
 
 __all__ = ["Checkpoint", "CheckpointName", "FORMAT", "Payload", "VERSION", "check_options", "checkpoint_paths", "checkpoint_stem", "convert_checkpoint",
            "existing_checkpoints", "list_checkpoints", "load_checkpoint", "newest_checkpoint", "read_payload",
