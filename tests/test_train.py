@@ -33,7 +33,7 @@ def test_loss_falls(dataset, tmp_path):
 def test_checkpoint_files_follow_torch_rnn(dataset, tmp_path):
     result = run(dataset, tmp_path, max_iters=25, checkpoint_every=10, speed_benchmark=True)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [f"checkpoint_{i}.{ext}" for i in (10, 20, 25) for ext in ("json", "pt")]
+    assert names == ["checkpoint.stats.jsonl"] + [f"checkpoint_{i}.{ext}" for i in (10, 20, 25) for ext in ("json", "pt")]
     info = json.loads((tmp_path / "checkpoint_25.json").read_text())
     for key in ("opt", "train_loss_history", "val_loss_history", "val_loss_history_it",
                 "forward_backward_times", "memory_usage", "i"):
