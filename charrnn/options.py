@@ -9,13 +9,12 @@ preset and a resumed run's saved configuration, for both front ends.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
-from .errors import CorruptFile, InvalidInput
+from .errors import InvalidInput
 from .schedules import SCHEDULES
 
 
@@ -219,16 +218,14 @@ def resolve_train_config(explicit: dict[str, Any], preset: str | None = None,
 
 
 def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_options, checkpoint_stem, load_checkpoint
 
     source = load_checkpoint(explicit["resume"])
     saved = source.train_state.get("config") if source.train_state else None
     if not saved:
         raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
-    if not isinstance(saved, dict):
-        raise CorruptFile(source.path, "the stored training configuration is not a table")
-    known = {f.name for f in fields(TrainConfig)} - set(OUTPUT_PATHS) - set(INPUT_PATHS)
-    options = {k: v for k, v in saved.items() if k in known}
+    saved = check_options(source.path, saved, TrainConfig)  # known options, each of its type
+    options = {k: v for k, v in saved.items() if k not in OUTPUT_PATHS + INPUT_PATHS}
     for name in INPUT_PATHS:
         stored = saved.get(name)
         if name in explicit or not isinstance(stored, str) or not stored:
@@ -243,8 +240,3 @@ def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> di
     options.update(resume=str(source.path), init_from=None, overwrite=False,
                    checkpoint_name=checkpoint_stem(source.path))
     return options
-
-
-def checkpoint_stem(path: str | Path) -> str:
-    """``cv/checkpoint_1000.pt`` -> ``cv/checkpoint``."""
-    return re.sub(r"_\d+$", "", str(Path(path).with_suffix("")))

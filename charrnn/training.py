@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from . import distributed
-from .checkpoint import Checkpoint, existing_checkpoints, load_checkpoint, remove_stale_temporaries, save_checkpoint
-from .data import LazyStreams, load_splits, make_batches, split_sizes
+from .checkpoint import (Checkpoint, checkpoint_stem, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
+                         save_checkpoint)
+from .data import BatchSource, InMemoryBatches, open_batches, split_sizes
 from .device import describe, select_device
 from .errors import CharRNNError, Diverged, InvalidInput, Unsupported
 from .model import CharRNN, parameter_groups
-from .options import TrainConfig, checkpoint_stem, resolve_train_config  # noqa: F401  (re-exported)
+from .options import TrainConfig, resolve_train_config  # noqa: F401  (re-exported)
 from .config import PRECISIONS  # noqa: F401  (re-exported)
 from .schedules import learning_rate
 from .step import build_model, build_optimizer, evaluate, set_learning_rate, train_step  # noqa: F401
 from .vocab import Vocabulary
-
-LAZY_TOKENS = 8_000_000  # splits longer than this are streamed from the HDF5 file, not loaded whole
-
 
 @dataclass
 class History:
@@ -101,8 +99,8 @@ class Run:
     world: distributed.World
     device: torch.device
     vocab: Vocabulary
-    train_batches: object  # StreamBatches or LazyStreams (this rank's streams)
-    val_batches: object | None
+    train_batches: BatchSource  # this rank's streams
+    val_batches: BatchSource | None
     val_shared: bool  # the val streams are split across ranks (their losses are averaged)
     model: CharRNN
     net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
@@ -180,7 +178,7 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     if run.start >= run.total:
         raise CharRNNError(f"nothing to do: the checkpoint is at iteration {run.start} and the run ends at "
                            f"{run.total} (raise --max-epochs or --max-iters)")
-    if not isinstance(train, LazyStreams):  # a small split lives on the device whole
+    if isinstance(train, InMemoryBatches):  # a small split lives on the device whole
         run._on_device = (torch.from_numpy(train.inputs).to(device), torch.from_numpy(train.targets).to(device))
     return run
 
@@ -209,17 +207,10 @@ def _device(cfg: TrainConfig, world: distributed.World) -> torch.device:
 def _load_data(cfg: TrainConfig, vocab: Vocabulary, world: distributed.World, log):
     """Train and val batches for this rank: in memory, or streamed from the file when large."""
     sizes = split_sizes(cfg.input_h5, ("train", "val"))
-    lazy = {name: cfg.stream_data if cfg.stream_data is not None else n > LAZY_TOKENS for name, n in sizes.items()}
-    loaded = load_splits(cfg.input_h5, vocab, [n for n in sizes if not lazy[n]])
     streams = cfg.batch_size * world.size
 
-    def batches(name: str):
-        if not lazy[name]:
-            return make_batches(loaded[name], streams, cfg.seq_length, name, log)
-        try:
-            return LazyStreams(cfg.input_h5, name, len(vocab), streams, cfg.seq_length, log=log)
-        except CharRNNError:
-            return None
+    def batches(name: str) -> BatchSource | None:
+        return open_batches(cfg.input_h5, name, vocab, streams, cfg.seq_length, cfg.stream_data, log)
 
     train = batches("train")
     if train is None:
@@ -253,7 +244,7 @@ def _source_checkpoint(cfg: TrainConfig, vocab: Vocabulary) -> Checkpoint | None
 def _restore(run: Run, source: Checkpoint) -> None:
     ts = source.train_state
     run.optimizer.load_state_dict(ts["optimizer"])
-    run.history = History(**ts["history"])
+    run.history = History(**{k: v for k, v in ts["history"].items() if k in {f.name for f in fields(History)}})
     run.start, run.lr = source.iteration, float(ts["learning_rate"])
     state = tuple(t.to(run.device) for t in ts["state"]) if ts.get("state") else None
     streams = run.train_batches.batch_size * run.world.size
@@ -362,7 +353,8 @@ class Trainer:
         finally:
             events.close()
             for batches in (run.train_batches, run.val_batches):
-                getattr(batches, "close", lambda: None)()
+                if batches is not None:
+                    batches.close()
             distributed.shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -294,4 +294,4 @@ def test_hostile_stored_option_values_are_clean_errors(cli, tiny_train, tmp_path
     tiny_train(max_iters=3)
     tamper(tmp_path / "checkpoint_3.pt", batch_size="many")
     assert_one_line_error(cli("train", "--resume", tmp_path / "checkpoint_3.pt", "--max-iters", "4"),
-                          "--batch-size must be an integer")
+                          "checkpoint_3.pt", "batch_size")
