@@ -148,8 +148,9 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 @click.option("--memory-benchmark", type=FLAG01, default=0, show_default=True)
 @click.option("--gpu", type=int, default=None, help=GPU_HELP)
 @click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="Autocast precision; weights stay fp32.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="auto: bf16 where the hardware has it natively (AMX, AVX512-BF16, CUDA 8.0+), else fp32; "
+                   "weights stay fp32.")
 @click.option("--seed", type=int, default=123, show_default=True)
 @click.option("--max-loss-factor", type=click.FloatRange(min=0), default=3.0, show_default=True,
               help="Stop when the loss exceeds this multiple of its first value; 0 disables.")

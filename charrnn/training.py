@@ -6,7 +6,6 @@ import math
 import re
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -18,12 +17,12 @@ from . import distributed
 from .data import LazyStreams, StreamBatches, load_splits, make_batches, split_sizes
 from .device import describe, select_device
 from .errors import CharRNNError
+from .precision import PRECISIONS, autocast as _autocast, describe_precision, resolve_precision  # noqa: F401
 from .model import CELLS, INIT_SCHEMES, CharRNN, ModelConfig, detach_state, parameter_groups
 from .schedules import SCHEDULES, learning_rate
 from .progress import Progress
 from .vocab import Vocabulary
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LAZY_TOKENS = 8_000_000  # splits longer than this are streamed from the HDF5 file, not loaded whole
 LOG2E = 1 / math.log(2)
 
@@ -59,7 +58,7 @@ class TrainConfig:
     memory_benchmark: bool = False
     gpu: int | None = None
     gpu_backend: str = "cuda"
-    precision: str = "fp32"
+    precision: str = "auto"
     seed: int = 123
     resume: str | None = None
     overwrite: bool = False
@@ -154,28 +153,6 @@ def checkpoint_stem(path: Path) -> str:
     return re.sub(r"_\d+$", "", str(path.with_suffix("")))
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--precision`` on ``device`` (None = plain fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_native_bf16():
-            return torch.bfloat16
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _cpu_has_native_bf16() -> bool:
-    check = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and (check is None or "AVX512" in check())
-
-
 def evaluate(model: CharRNN, batches: StreamBatches, device: torch.device,
              autocast_dtype: torch.dtype | None = None, max_batches: int | None = None) -> float:
     """Mean cross-entropy (nats) over every batch of a split (or the first ``max_batches``),
@@ -192,12 +169,6 @@ def evaluate(model: CharRNN, batches: StreamBatches, device: torch.device,
             total += loss
     model.train(was_training)
     return float(total) / count
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class Trainer:
@@ -516,8 +487,8 @@ class Trainer:
             raise
         m = self.model_config
         self._log(f"training {m.model_type} {m.num_layers}x{m.rnn_size} ({sum(p.numel() for p in self.params):,} "
-                  f"parameters) on {describe(self.device)}"
-                  f"{', ' + str(self.autocast_dtype).replace('torch.', '') + ' autocast' if self.autocast_dtype else ''}")
+                  f"parameters) on {describe(self.device)}, "
+                  f"precision {describe_precision(cfg.precision, self.autocast_dtype, self.device)}")
         self._log(f"{self.num_train} batches of {self.train_batches.batch_size}x{cfg.seq_length} per epoch; "
                   f"iterations {self.start + 1}..{self.total}")
         self.progress = Progress(self.total, self.start, self.num_train, cfg.max_epochs, cfg.print_every,
