@@ -16,8 +16,8 @@ from .errors import InvalidInput
 from .fileio import atomic_write
 from .options import LRFindOptions, TrainConfig
 from .plot import smooth
+from .precision import resolve_precision
 from .step import build_model, build_optimizer, set_learning_rate, train_step
-from .training import resolve_precision
 from .vocab import Vocabulary
 
 

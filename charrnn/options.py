@@ -114,7 +114,8 @@ class TrainConfig:
     memory_benchmark: bool = option(False, "1 = record memory use every iteration.", kind="01")
     gpu: int | None = option(None, GPU_HELP)
     gpu_backend: str = option("cuda", "GPU backend.", choices=BACKENDS)
-    precision: str = option("fp32", "Autocast precision; weights stay fp32.", choices=PRECISIONS)
+    precision: str = option("auto", "auto: bf16 where the hardware has it natively (AMX, AVX512-BF16, CUDA 8.0+), "
+                                    "else fp32; weights stay fp32.", choices=PRECISIONS)
     seed: int = option(123, "Random seed: identical runs give identical losses on the CPU.")
     max_loss_factor: float = option(3.0, "Stop when the loss exceeds this multiple of its first value; 0 disables.",
                                     range=NON_NEGATIVE)

@@ -25,7 +25,7 @@ from .device import describe, select_device
 from .errors import CharRNNError, Diverged, InvalidInput, Unsupported
 from .model import CharRNN, parameter_groups
 from .options import TrainConfig, resolve_train_config  # noqa: F401  (re-exported)
-from .config import PRECISIONS  # noqa: F401  (re-exported)
+from .precision import PRECISIONS, describe_precision, resolve_precision  # noqa: F401  (re-exported)
 from .schedules import learning_rate
 from .step import build_model, build_optimizer, evaluate, set_learning_rate, train_step  # noqa: F401
 from .vocab import Vocabulary
@@ -55,28 +55,6 @@ class TrainResult:
     @property
     def val_loss(self) -> float | None:
         return self.history.val_loss_history[-1] if self.history.val_loss_history else None
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--precision`` on ``device`` (None = plain fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_native_bf16():
-            return torch.bfloat16
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _cpu_has_native_bf16() -> bool:
-    check = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and (check is None or "AVX512" in check())
 
 
 # -- the ready run ---------------------------------------------------------------------------------
@@ -403,9 +381,9 @@ class Trainer:
 
     def _describe(self, run: Run) -> None:
         m, cfg = run.model.config, run.config
-        precision = f", {str(run.autocast_dtype).replace('torch.', '')} autocast" if run.autocast_dtype else ""
-        self._log(f"training {m.model_type} {m.num_layers}x{m.rnn_size} "
-                  f"({sum(p.numel() for p in run.model.parameters()):,} parameters) on {describe(run.device)}{precision}")
+        precision = describe_precision(cfg.precision, run.autocast_dtype, run.device)
+        self._log(f"training {m.model_type} {m.num_layers}x{m.rnn_size} ({sum(p.numel() for p in run.model.parameters()):,}"
+                  f" parameters) on {describe(run.device)}, precision {precision}")
         self._log(f"{run.num_train} batches of {run.train_batches.batch_size}x{cfg.seq_length} per epoch; "
                   f"iterations {run.start + 1}..{run.total}")
 
