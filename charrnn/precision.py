@@ -89,6 +89,7 @@ class BF16LSTMLayer(torch.autograd.Function):
             y, hy, cy, workspace = torch.ops.aten.mkldnn_rnn_layer(
                 xb, *weights, h0b, c0b, False, [], LSTM_MODE, hidden, 1, True, False, False, train)
         if train:
+            ctx.set_materialize_grads(False)  # unused outputs (often hy, cy) get no zero gradients
             ctx.input_dtype = x.dtype
             ctx.save_for_backward(xb, *weights, h0b, c0b, y, hy, cy, workspace)
         return y, hy.float(), cy.float()
