@@ -75,9 +75,10 @@ def _onednn_bf16() -> bool:
 class BF16LSTMLayer(torch.autograd.Function):
     """One LSTM layer in oneDNN's fused bf16 kernel, time-major.
 
-    ``x`` (T, N, D) in any float dtype; ``h0``, ``c0`` (N, H) fp32; fp32 weights in PyTorch's layout. Returns
-    the outputs (T, N, H) in bf16 and the final state in fp32 (the cell state is fp32 throughout). Weight gradients come back in fp32.
-    ``train=False`` (no gradients wanted) skips the workspace the backward pass needs.
+    ``x`` (T, N, D) in any float dtype; ``h0``, ``c0`` (N, H) fp32; fp32 weights in PyTorch's
+    layout. Returns the outputs (T, N, H) in bf16 and the final state in fp32 (the cell state is
+    fp32 throughout); weight gradients come back in fp32. ``train=False`` (no gradients wanted)
+    skips the workspace the backward pass needs.
     """
 
     @staticmethod
