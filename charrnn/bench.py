@@ -295,7 +295,7 @@ def to_markdown(result: dict) -> str:
 
 def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = None,
               batch_sizes: tuple[int, ...] = (N,), log=print) -> dict:
-    from .device import select_device
+    from .device import describe, select_device
 
     device = select_device(gpu)
     if device.type == "cuda":
@@ -310,7 +310,7 @@ def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = No
     iters, warmup = (5, 2) if quick else (15, 3)
     cpu = cpu_info()
     result = {"cpu": cpu.model, "cpu_features": sorted(cpu.features), "cpu_description": cpu.describe(),
-              "threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "device": describe(device), "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d"), "quick": quick, "peaks": peaks,
               "native_bf16": native, "auto_precision": auto, "training": []}
     log(machine_line(result))
