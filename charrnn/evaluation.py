@@ -10,6 +10,7 @@ from .checkpoint import load_checkpoint
 from .data import load_splits, make_batches
 from .device import select_device
 from .errors import CharRNNError
+from .precision import resolve_precision
 from .training import evaluate
 from .vocab import Vocabulary
 
@@ -32,8 +33,8 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
                         seq_length: int | None = None, gpu: int | None = -1, gpu_backend: str = "cuda") -> EvalResult:
     """Mean cross-entropy of a checkpoint (charrnn ``.pt`` or torch-rnn ``.t7``) over ``split``.
 
-    Batch size and sequence length default to the ones the checkpoint was trained with, as
-    do the data files when they still exist.
+    Batch size, sequence length and precision default to the ones the checkpoint was trained
+    with, as do the data files when they still exist.
     """
     ckpt = load_checkpoint(checkpoint)
     opt = (ckpt.train_state.get("config") or ckpt.info.get("opt") or {})
@@ -49,5 +50,6 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
     batches = make_batches(ids, batch_size, seq_length, split)
     if batches is None:
         raise CharRNNError(f"the {split} split has only {len(ids)} tokens: too few for one sequence of {seq_length}")
-    loss = evaluate(ckpt.build_model(device), batches, device)
+    dtype = resolve_precision(opt.get("precision") or "fp32", device)  # as training validated, on this machine
+    loss = evaluate(ckpt.build_model(device), batches, device, dtype)
     return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length)
