@@ -249,9 +249,8 @@ def bench_startup(workdir: Path) -> dict:
 
 
 def machine_line(result: dict) -> str:
-    """``Intel Xeon ... (AVX2, AVX-512, AVX512-BF16, AMX-BF16), 2 threads, cpu, torch 2.13, date``."""
-    return (f"charrnn bench on {result['cpu_description']}, {result['threads']} threads, {result['device']}, "
-            f"torch {result['torch']}, {result['date']}")
+    """``Intel Xeon ... (AVX2, AVX-512, AVX512-BF16, AMX-BF16), CPU (2 threads), torch 2.13, date``."""
+    return f"charrnn bench on {result['cpu_description']}, {result['device']}, torch {result['torch']}, {result['date']}"
 
 
 def to_markdown(result: dict) -> str:

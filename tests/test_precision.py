@@ -147,12 +147,12 @@ def test_bench_table_names_the_machine_and_the_ratios():
 
     row = dict(layers=2, rnn_size=512, batch=50, ms_per_iter=100.0, chars_per_s=25_000.0, gflops=500.0,
                pct_fp32_peak=170.0, pct_bf16_peak=25.0, plain_ms_per_iter=300.0, speedup_vs_plain=3.0)
-    result = {"cpu_description": "Some Xeon (AVX2, AVX-512, AVX512-BF16, AMX-BF16)", "threads": 2, "device": "CPU",
+    result = {"cpu_description": "Some Xeon (AVX2, AVX-512, AVX512-BF16, AMX-BF16)", "threads": 2, "device": "CPU (2 threads)",
               "torch": "2.x", "date": "today", "native_bf16": True, "auto_precision": "bf16",
               "peaks": {"fp32": 300.0, "bf16": 2000.0},
               "training": [{**row, "precision": "fp32", "auto": False}, {**row, "precision": "bf16", "auto": True}]}
     text = to_markdown(result)
-    assert text.startswith("charrnn bench on Some Xeon (AVX2, AVX-512, AVX512-BF16, AMX-BF16), 2 threads")
+    assert text.startswith("charrnn bench on Some Xeon (AVX2, AVX-512, AVX512-BF16, AMX-BF16), CPU (2 threads)")
     assert "fp32 300 GFLOP/s, bf16 2000 GFLOP/s (6.7x, native)" in text and "trains in bf16 here" in text
     assert "| 2 x 512 | 50 | bf16 (auto) | 100.0 |" in text and "| 25% | 300.0 | 3.00x |" in text
     assert "| 2 x 512 | 50 | fp32 | 100.0 |" in text and "| 170% |" in text
