@@ -10,7 +10,7 @@ from .checkpoint import load_checkpoint
 from .data import load_splits, make_batches
 from .device import select_device
 from .errors import CharRNNError
-from .precision import resolve_precision
+from .precision import recorded_precision
 from .training import evaluate
 from .vocab import Vocabulary
 
@@ -50,6 +50,5 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
     batches = make_batches(ids, batch_size, seq_length, split)
     if batches is None:
         raise CharRNNError(f"the {split} split has only {len(ids)} tokens: too few for one sequence of {seq_length}")
-    dtype = resolve_precision(opt.get("precision") or "fp32", device)  # as training validated, on this machine
-    loss = evaluate(ckpt.build_model(device), batches, device, dtype)
+    loss = evaluate(ckpt.build_model(device), batches, device, recorded_precision(opt, device))
     return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length)

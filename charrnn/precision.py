@@ -38,6 +38,13 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def recorded_precision(options: dict, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the ``precision`` a checkpoint's options record (fp32 when absent or unknown:
+    the value comes from a file)."""
+    stored = options.get("precision") if isinstance(options, dict) else None
+    return resolve_precision(stored if isinstance(stored, str) and stored in PRECISIONS else "fp32", device)
+
+
 def describe_precision(precision: str, dtype: torch.dtype | None, device: torch.device) -> str:
     """For the start line: ``bf16 autocast (auto: native bf16 on this CPU)``, ``fp32``, ..."""
     chosen = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '').replace('bfloat', 'bf')} autocast"

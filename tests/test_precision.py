@@ -156,3 +156,19 @@ def test_bench_table_names_the_machine_and_the_ratios():
     assert "fp32 300 GFLOP/s, bf16 2000 GFLOP/s (6.7x, native)" in text and "trains in bf16 here" in text
     assert "| 2 x 512 | 50 | bf16 (auto) | 100.0 |" in text and "| 25% | 300.0 | 3.00x |" in text
     assert "| 2 x 512 | 50 | fp32 | 100.0 |" in text and "| 170% |" in text
+
+
+@pytest.mark.parametrize("options, expected", [({}, None), ({"precision": "fp32"}, None), ({"precision": "bf16"},
+                                               torch.bfloat16), ({"precision": "int3"}, None), ({"precision": [1]}, None),
+                                               ("junk", None)])
+def test_recorded_precision_trusts_only_known_values(options, expected):
+    from charrnn.precision import recorded_precision
+    assert recorded_precision(options, CPU) is expected
+
+
+def test_eval_matches_training_validation_in_bf16(cli, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_OVERRIDE, AMX)
+    result = _run(dataset, tmp_path, "ev", precision="auto", max_iters=6, checkpoint_every=0)
+    out = cli("eval", "--checkpoint", result.checkpoint)
+    assert out.code == 0, out.err
+    assert float(out.out.split("val loss = ")[1].split()[0]) == pytest.approx(result.val_loss, abs=1e-6)
