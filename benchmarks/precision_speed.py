@@ -1,10 +1,10 @@
 """Training speed per precision, side by side in one process, against the plain fp32 PyTorch loop.
 
-    python benchmarks/precision_speed.py [--sizes 2x128 2x512] [--rounds 5] [--profile] [--compile]
+    python benchmarks/precision_speed.py [--sizes 2x128 2x512] [--rounds 5] [--threads N] [--profile] [--compile]
 
 Variants, timed in alternation (so that load from other processes hits all alike), over
 ``--rounds`` rounds of ``--iters`` iterations each; the table gives the median ms per
-iteration and the ratio to the plain loop:
+iteration and the median over rounds of the ratio to the plain loop in the same round:
 
 * plain fp32: the loop from the PyTorch tutorials (``nn.LSTM``, Adam), the reference;
 * charrnn fp32: ``--precision fp32`` (must not be slower than plain: the floor on AVX2 machines);
@@ -70,8 +70,9 @@ def compiled(layers: int, H: int):
     return step, time.perf_counter() - t0
 
 
-def timed(fns: dict, rounds: int, iters: int) -> dict[str, float]:
-    """Median ms per iteration of each function, alternating functions within every round."""
+def timed(fns: dict, rounds: int, iters: int) -> dict[str, tuple[float, float]]:
+    """Median ms per iteration of each function, and the median of its per-round ratios to the
+    plain loop, alternating functions within every round (robust to load that comes and goes)."""
     for fn in fns.values():
         fn()
     samples = {name: [] for name in fns}
@@ -81,7 +82,9 @@ def timed(fns: dict, rounds: int, iters: int) -> dict[str, float]:
             for _ in range(iters):
                 fn()
             samples[name].append((time.perf_counter() - t0) / iters * 1000)
-    return {name: statistics.median(ms) for name, ms in samples.items()}
+    plain = samples["plain fp32"]
+    return {name: (statistics.median(ms), statistics.median(p / m for p, m in zip(plain, ms)))
+            for name, ms in samples.items()}
 
 
 def profile(name: str, fn) -> None:
@@ -101,7 +104,10 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: PyTorch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     native = resolve_precision("auto", CPU) is not None
     print(f"CPU: {cpu_info().describe()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"--precision auto = {'bf16' if native else 'fp32'}; batch {N} x seq {T}, median of {args.rounds} rounds "
@@ -115,9 +121,9 @@ def main() -> None:
         if args.compile:
             fns["compiled bf16"], compile_s = compiled(layers, H)
         ms = timed(fns, args.rounds, args.iters)
-        for name, value in ms.items():
+        for name, (value, ratio) in ms.items():
             note = f" (compile {compile_s:.0f} s)" if name == "compiled bf16" else ""
-            print(f"| {layers} x {H} | {name}{note} | {value:.1f} | {ms['plain fp32'] / value:.2f}x |", flush=True)
+            print(f"| {layers} x {H} | {name}{note} | {value:.1f} | {ratio:.2f}x |", flush=True)
         if args.profile:
             for name in ("charrnn autocast", "charrnn bf16"):
                 profile(f"{size} {name}", fns[name])

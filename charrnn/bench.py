@@ -243,9 +243,8 @@ def bench_startup(workdir: Path) -> dict:
 
 
 def machine_line(result: dict) -> str:
-    """``Intel Xeon ... (AVX2, AVX-512, AVX512-BF16, AMX-BF16), 2 threads, cpu, torch 2.13, date``."""
-    return (f"charrnn bench on {result['cpu_description']}, {result['threads']} threads, {result['device']}, "
-            f"torch {result['torch']}, {result['date']}")
+    """``Intel Xeon ... (AVX2, AVX-512, AVX512-BF16, AMX-BF16), CPU (2 threads), torch 2.13, date``."""
+    return f"charrnn bench on {result['cpu_description']}, {result['device']}, torch {result['torch']}, {result['date']}"
 
 
 def to_markdown(result: dict) -> str:
@@ -289,7 +288,7 @@ def to_markdown(result: dict) -> str:
 
 def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = None,
               batch_sizes: tuple[int, ...] = (N,), log=print) -> dict:
-    from .device import select_device
+    from .device import describe, select_device
 
     device = select_device(gpu)
     if device.type == "cuda":
@@ -304,7 +303,7 @@ def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = No
     iters, warmup = (5, 2) if quick else (15, 3)
     cpu = cpu_info()
     result = {"cpu": cpu.model, "cpu_features": sorted(cpu.features), "cpu_description": cpu.describe(),
-              "threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "device": describe(device), "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d"), "quick": quick, "peaks": peaks,
               "native_bf16": native, "auto_precision": auto, "training": []}
     log(machine_line(result))

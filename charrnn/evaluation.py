@@ -10,10 +10,11 @@ from .checkpoint import load_checkpoint
 from .data import open_batches, split_sizes
 from .device import select_device
 from .errors import CharRNNError, CorruptFile, InvalidInput
-
-MAX_BATCH_TOKENS = 1 << 22  # N x T of one evaluation batch
+from .precision import recorded_precision
 from .training import evaluate
 from .vocab import Vocabulary
+
+MAX_BATCH_TOKENS = 1 << 22  # N x T of one evaluation batch
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
                         seq_length: int | None = None, gpu: int | None = -1, gpu_backend: str = "cuda") -> EvalResult:
     """Mean cross-entropy of a checkpoint (charrnn ``.pt`` or torch-rnn ``.t7``) over ``split``.
 
-    Batch size and sequence length default to the ones the checkpoint was trained with, as
-    do the data files when they still exist.
+    Batch size, sequence length and precision default to the ones the checkpoint was trained
+    with, as do the data files when they still exist.
     """
     ckpt = load_checkpoint(checkpoint)
     opt = (ckpt.train_state.get("config") or ckpt.info.get("opt") or {})
@@ -56,7 +57,7 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
         num = split_sizes(input_h5, (split,))[split]
         raise CharRNNError(f"the {split} split has only {num} tokens: too few for one sequence of {seq_length}")
     with batches:
-        loss = evaluate(ckpt.build_model(device), batches, device)
+        loss = evaluate(ckpt.build_model(device), batches, device, recorded_precision(opt, device))
     return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length)
 
 

@@ -110,7 +110,7 @@ class CharRNN(nn.Module):
         """
         rnn, L, H = self.rnns[0], self.config.num_layers, self.config.rnn_size
         with torch.autocast("cpu", enabled=False):
-            h = self.embed(x.t())  # (T, N, D)
+            h = self.embed(x.t().contiguous())  # (T, N, D)
             if state is None:
                 state = (h.new_zeros(L, x.shape[0], H),) * 2
             finals = []

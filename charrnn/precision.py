@@ -38,6 +38,13 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def recorded_precision(options: dict, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the ``precision`` a checkpoint's options record (fp32 when absent or unknown:
+    the value comes from a file)."""
+    stored = options.get("precision") if isinstance(options, dict) else None
+    return resolve_precision(stored if isinstance(stored, str) and stored in PRECISIONS else "fp32", device)
+
+
 def describe_precision(precision: str, dtype: torch.dtype | None, device: torch.device) -> str:
     """For the start line: ``bf16 autocast (auto: native bf16 on this CPU)``, ``fp32``, ..."""
     chosen = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '').replace('bfloat', 'bf')} autocast"
@@ -75,29 +82,32 @@ def _onednn_bf16() -> bool:
 class BF16LSTMLayer(torch.autograd.Function):
     """One LSTM layer in oneDNN's fused bf16 kernel, time-major.
 
-    ``x`` (T, N, D) in any float dtype; ``h0``, ``c0`` (N, H) fp32; fp32 weights in PyTorch's layout. Returns
-    the outputs (T, N, H) in bf16 and the final state in fp32. Weight gradients come back in fp32.
-    ``train=False`` (no gradients wanted) skips the workspace the backward pass needs.
+    ``x`` (T, N, D) in any float dtype; ``h0``, ``c0`` (N, H) fp32; fp32 weights in PyTorch's
+    layout. Returns the outputs (T, N, H) in bf16 and the final state in fp32 (the cell state is
+    fp32 throughout); weight gradients come back in fp32. ``train=False`` (no gradients wanted)
+    skips the workspace the backward pass needs.
     """
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, train: bool = True):
         weights = [w.to(torch.bfloat16) for w in (w_ih, w_hh, b_ih, b_hh)]
-        xb, h0b, c0b = (t.to(torch.bfloat16) for t in (x, h0, c0))
+        xb, h0b = x.to(torch.bfloat16), h0.to(torch.bfloat16)
+        c0f = c0.float()  # the cell state stays fp32 through the kernel and across batches
         hidden = w_hh.shape[1]
         with torch.enable_grad():  # the kernel returns its workspace only with grad mode on
             y, hy, cy, workspace = torch.ops.aten.mkldnn_rnn_layer(
-                xb, *weights, h0b, c0b, False, [], LSTM_MODE, hidden, 1, True, False, False, train)
+                xb, *weights, h0b, c0f, False, [], LSTM_MODE, hidden, 1, True, False, False, train)
         if train:
+            ctx.set_materialize_grads(False)  # unused outputs (often hy, cy) get no zero gradients
             ctx.input_dtype = x.dtype
-            ctx.save_for_backward(xb, *weights, h0b, c0b, y, hy, cy, workspace)
-        return y, hy.float(), cy.float()
+            ctx.save_for_backward(xb, *weights, h0b, c0f, y, hy, cy, workspace)
+        return y, hy.float(), cy
 
     @staticmethod
     def backward(ctx, grad_y, grad_hy, grad_cy):
         x, w_ih, w_hh, b_ih, b_hh, h0, c0, y, hy, cy, workspace = ctx.saved_tensors
         grads = torch.ops.aten.mkldnn_rnn_layer_backward(
-            x, w_ih, w_hh, b_ih, b_hh, h0, c0, y, hy, cy, _bf16(grad_y), _bf16(grad_hy), _bf16(grad_cy),
+            x, w_ih, w_hh, b_ih, b_hh, h0, c0, y, hy, cy, _bf16(grad_y), _bf16(grad_hy), grad_cy,
             False, LSTM_MODE, w_hh.shape[1], 1, True, True, False, [], False, workspace)
         dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0 = grads
         return dx.to(ctx.input_dtype), dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None

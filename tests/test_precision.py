@@ -140,3 +140,35 @@ def test_bf16_checkpoint_keeps_fp32_weights_and_keys(dataset, tmp_path):
     assert list(bf16.model_state) == list(fp32.model_state)
     assert all(t.dtype == torch.float32 for t in bf16.model_state.values())
     assert any(not torch.equal(fp32.model_state[k], bf16.model_state[k]) for k in fp32.model_state)
+
+
+def test_bench_table_names_the_machine_and_the_ratios():
+    from charrnn.bench import to_markdown
+
+    row = dict(layers=2, rnn_size=512, batch=50, ms_per_iter=100.0, chars_per_s=25_000.0, gflops=500.0,
+               pct_fp32_peak=170.0, pct_bf16_peak=25.0, plain_ms_per_iter=300.0, speedup_vs_plain=3.0)
+    result = {"cpu_description": "Some Xeon (AVX2, AVX-512, AVX512-BF16, AMX-BF16)", "threads": 2, "device": "CPU (2 threads)",
+              "torch": "2.x", "date": "today", "native_bf16": True, "auto_precision": "bf16",
+              "peaks": {"fp32": 300.0, "bf16": 2000.0},
+              "training": [{**row, "precision": "fp32", "auto": False}, {**row, "precision": "bf16", "auto": True}]}
+    text = to_markdown(result)
+    assert text.startswith("charrnn bench on Some Xeon (AVX2, AVX-512, AVX512-BF16, AMX-BF16), CPU (2 threads)")
+    assert "fp32 300 GFLOP/s, bf16 2000 GFLOP/s (6.7x, native)" in text and "trains in bf16 here" in text
+    assert "| 2 x 512 | 50 | bf16 (auto) | 100.0 |" in text and "| 25% | 300.0 | 3.00x |" in text
+    assert "| 2 x 512 | 50 | fp32 | 100.0 |" in text and "| 170% |" in text
+
+
+@pytest.mark.parametrize("options, expected", [({}, None), ({"precision": "fp32"}, None), ({"precision": "bf16"},
+                                               torch.bfloat16), ({"precision": "int3"}, None), ({"precision": [1]}, None),
+                                               ("junk", None)])
+def test_recorded_precision_trusts_only_known_values(options, expected):
+    from charrnn.precision import recorded_precision
+    assert recorded_precision(options, CPU) is expected
+
+
+def test_eval_matches_training_validation_in_bf16(cli, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_OVERRIDE, AMX)
+    result = _run(dataset, tmp_path, "ev", precision="auto", max_iters=6, checkpoint_every=0)
+    out = cli("eval", "--checkpoint", result.checkpoint)
+    assert out.code == 0, out.err
+    assert float(out.out.split("val loss = ")[1].split()[0]) == pytest.approx(result.val_loss, abs=1e-6)
