@@ -1,9 +1,10 @@
 """Turn a text corpus into torch-rnn's HDF5 + JSON files, vectorised and in bounded memory.
 
-The corpus is read twice in chunks (an incremental decoder keeps multi-byte characters
-whole across chunk boundaries): the first pass finds the vocabulary in order of first
-appearance and counts the tokens, the second maps each chunk to ids with a lookup table and
-writes it straight into the train/val/test datasets.
+The corpus is read twice in chunks: the first pass finds the tokens in order of first
+appearance (and where each first appears) and counts them, the second maps each chunk to ids
+with lookup tables and writes it straight into the train/val/test datasets. UTF-8 is mapped
+from its raw bytes with NumPy (:mod:`charrnn.utf8`); other codecs go through Python's
+incremental decoder, which keeps multi-byte characters whole across chunk boundaries.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from . import utf8
 from .errors import CharRNNError
 from .fileio import atomic_path, check_readable_file
 from .vocab import Vocabulary
 
 CHUNK_BYTES = 1 << 24  # 16 MiB of input per chunk
-_MAX_CODE_POINT = 0x110000
+BLOCK_BYTES = 1 << 18  # UTF-8 is mapped in blocks that stay in the core's cache
 _ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "cp1252"}
 
 
@@ -63,46 +65,9 @@ def _check_encoding(encoding: str) -> None:
         raise CharRNNError(f"unknown encoding {encoding!r} (use a Python codec name such as utf-8 or latin-1, or 'bytes')") from None
 
 
-def _to_code_points(text: str) -> np.ndarray:
-    if text.isascii():
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
-def read_code_points(path: Path, encoding: str = "utf-8", lowercase: bool = False,
-                     chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """Yield the corpus as arrays of code points (or byte values in ``bytes`` mode)."""
-    decoder = None if encoding == "bytes" else codecs.getincrementaldecoder(encoding)("strict")
-    ascii_compatible = encoding != "bytes" and codecs.lookup(encoding).name in _ASCII_COMPATIBLE
-    offset = 0
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk_bytes)
-            final = not block
-            if decoder is None:
-                if final:
-                    return
-                yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
-            elif block and ascii_compatible and block.isascii() and not decoder.getstate()[0]:
-                # ASCII bytes are their own code points: skip decoding and re-encoding
-                yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
-            else:
-                try:
-                    text = decoder.decode(block, final=final)
-                except UnicodeDecodeError as exc:
-                    # exc.start counts from the bytes the decoder held back from the last block.
-                    where = offset - len(decoder.getstate()[0]) + exc.start
-                    raise CharRNNError(
-                        f"{path}: not valid {encoding} at byte {max(where, 0)} ({exc.reason}); "
-                        "pass the right --encoding, or --encoding bytes to model raw bytes"
-                    ) from None
-                if lowercase:
-                    text = text.lower()
-                if text:
-                    yield _to_code_points(text)
-            if final:
-                return
-            offset += len(block)
+def _not_valid(path: Path, encoding: str, where: int, reason: str) -> CharRNNError:
+    return CharRNNError(f"{path}: not valid {encoding} at byte {max(where, 0)} ({reason}); "
+                        "pass the right --encoding, or --encoding bytes to model raw bytes")
 
 
 def _as_bytes(points: np.ndarray) -> bytes:
@@ -111,14 +76,14 @@ def _as_bytes(points: np.ndarray) -> bytes:
     return base if isinstance(base, bytes) and len(base) == points.nbytes else points.tobytes()
 
 
-def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[int]:
-    """Tokens of ``points`` not yet ``seen``, in order of first appearance; marks them seen."""
+def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[tuple[int, int]]:
+    """(first index, token) of the tokens of ``points`` not yet ``seen``, in order; marks them seen."""
     found: list[tuple[int, int]] = []
 
     def record(values: np.ndarray, first: np.ndarray) -> None:
-        new = ~seen[values]
+        new = seen[values] == 0
         found.extend(zip(first[new].tolist(), values[new].tolist()))
-        seen[values[new]] = True
+        seen[values[new]] = 1
 
     # 1. most characters first appear early: look at the head of the chunk
     record(*np.unique(points[:1 << 16], return_index=True))
@@ -128,32 +93,199 @@ def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[int]:
         missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
     else:
         present = np.flatnonzero(np.bincount(points))
-        missing = present[~seen[present]]
+        missing = present[seen[present] == 0]
     # 3. where each of those first appears
     if len(missing) > 16:
         record(*np.unique(points, return_index=True))
     else:
         for value in missing.tolist():
             found.append((int(np.argmax(points == value)), value))
-            seen[value] = True
-    return [v for _, v in sorted(found)]
+            seen[value] = 1
+    return sorted(found)
 
 
-def build_vocabulary(chunks: Iterator[np.ndarray], byte_mode: bool, known: Vocabulary | None = None,
-                     limit: int | None = None) -> tuple[list[int], int]:
-    """A pass over the corpus: the tokens not in ``known``, in order of first appearance, and the
-    token count. ``limit`` looks only at the first ``limit`` tokens (the training split)."""
-    seen = np.zeros(256 if byte_mode else _MAX_CODE_POINT, dtype=bool)
-    if known is not None:
-        seen[[t for t in known.tokens if t < len(seen)]] = True
-    tokens: list[int] = []
-    total = 0
-    for points in chunks:
-        if limit is not None:
-            points = points[:max(0, limit - total)]
-        total += len(points)
-        tokens += _new_tokens_in_order(points, seen)
-    return tokens, total
+@dataclass(frozen=True)
+class Scan:
+    """The first pass: tokens in order of first appearance, the token index where each first
+    appears, and the token count."""
+
+    tokens: list[int]
+    first: list[int]
+    total: int
+
+
+class DecodedText:
+    """A corpus in any codec through Python's incremental decoder (which keeps multi-byte
+    characters whole across chunks), or as raw bytes."""
+
+    def __init__(self, path: Path, encoding: str, lowercase: bool, chunk_bytes: int) -> None:
+        self.path, self.encoding, self.lowercase, self.chunk_bytes = path, encoding, lowercase, chunk_bytes
+        self.byte_mode = encoding == "bytes"
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The corpus as arrays of code points (or byte values in ``bytes`` mode)."""
+        lowercase = self.lowercase
+        decoder = None if self.byte_mode else codecs.getincrementaldecoder(self.encoding)("strict")
+        ascii_compatible = not self.byte_mode and codecs.lookup(self.encoding).name in _ASCII_COMPATIBLE
+        offset = 0
+        with open(self.path, "rb") as f:
+            while True:
+                block = f.read(self.chunk_bytes)
+                final = not block
+                if decoder is None:
+                    if final:
+                        return
+                    yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
+                elif block and ascii_compatible and block.isascii() and not decoder.getstate()[0]:
+                    # ASCII bytes are their own code points: skip decoding and re-encoding
+                    yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
+                else:
+                    try:
+                        text = decoder.decode(block, final=final)
+                    except UnicodeDecodeError as exc:
+                        # exc.start counts from the bytes the decoder held back from the last block.
+                        where = offset - len(decoder.getstate()[0]) + exc.start
+                        raise _not_valid(self.path, self.encoding, where, exc.reason) from None
+                    if lowercase:
+                        text = text.lower()
+                    if text:
+                        yield _to_code_points(text)
+                if final:
+                    return
+                offset += len(block)
+
+    def scan(self) -> Scan:
+        seen = np.zeros(256 if self.byte_mode else utf8.MAX_CODE_POINT, dtype=np.uint8)
+        tokens, first, total = [], [], 0
+        for points in self.chunks():
+            for index, token in _new_tokens_in_order(points, seen):
+                tokens.append(token)
+                first.append(total + index)
+            total += len(points)
+        return Scan(tokens, first, total)
+
+    def encode(self, ids: dict[int, int], dtype: np.dtype) -> Iterator[np.ndarray]:
+        """The corpus as token ids (``ids`` maps every token of the scan)."""
+        lookup = np.zeros(max(256, max(ids) + 1), dtype=dtype)
+        lookup[list(ids)] = list(ids.values())
+        byte_table = lookup[:256].tobytes() if lookup.dtype == np.uint8 else None
+        for points in self.chunks():
+            if byte_table is not None and points.dtype == np.uint8:  # translate at memory speed
+                yield np.frombuffer(_as_bytes(points).translate(byte_table), dtype=np.uint8)
+            else:
+                yield lookup[points]
+
+
+def _to_code_points(text: str) -> np.ndarray:
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+class Utf8Text:
+    """A UTF-8 corpus mapped from its raw bytes with NumPy (:mod:`charrnn.utf8`), never decoded
+    to a str. Lowercasing maps each character through ``str.lower`` once, in the tables; text
+    whose lowercase depends on context (Greek capital sigma) or changes its length ('İ') goes
+    through :class:`DecodedText` instead."""
+
+    def __init__(self, path: Path, encoding: str, lowercase: bool, chunk_bytes: int) -> None:
+        self.path, self.encoding, self.lowercase, self.chunk_bytes = path, encoding, lowercase, chunk_bytes
+        self.read_as: list[int] = []  # the scan's tokens before lowercasing
+        self.fallback: DecodedText | None = None
+
+    def _chunks(self) -> Iterator[tuple[int, bytes, int]]:
+        """(file offset, data, n) per chunk: ``data[:n]`` holds whole characters; a character cut
+        by the end of a read is carried into the next chunk."""
+        carry, offset = b"", 0
+        with open(self.path, "rb") as f:
+            while True:
+                block = f.read(self.chunk_bytes)
+                data = carry + block if carry else block
+                if not data:
+                    return
+                n = utf8.whole_prefix(data) if block else len(data)
+                yield offset, data, n
+                carry, offset = data[n:], offset + n
+
+    def _blocks(self, table: utf8.Table, offset: int, data: bytes, n: int) -> Iterator[utf8.Block]:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        try:
+            for lo, hi in utf8.block_bounds(buf, n, BLOCK_BYTES):
+                if hi + utf8.PADDING > len(buf):  # the last block: give it room to look ahead
+                    yield utf8.scan(table, np.concatenate([buf[lo:hi], np.zeros(utf8.PADDING, np.uint8)]), 0, hi - lo)
+                else:
+                    yield utf8.scan(table, buf, lo, hi)
+        except utf8.InvalidUtf8:
+            try:  # let Python's codec name the first bad byte and the reason
+                codecs.utf_8_decode(data[:n], "strict", True)
+            except UnicodeDecodeError as exc:
+                raise _not_valid(self.path, self.encoding, offset + exc.start, exc.reason) from None
+            raise _not_valid(self.path, self.encoding, offset, "invalid data") from None
+
+    def scan(self) -> Scan:
+        seen = utf8.Table(np.uint8)
+        found: list[tuple[int, int]] = []  # (token index, token as read)
+        total = 0
+        for offset, data, n in self._chunks():
+            if data.isascii():
+                new = _new_tokens_in_order(np.frombuffer(data, dtype=np.uint8), seen.by_code_point)
+                found += [(total + index, token) for index, token in new]
+                seen.set([token for _, token in new], 1)
+                total += n
+                continue
+            for block in self._blocks(seen, offset, data, n):
+                missing = block.missing()
+                if missing.any():
+                    new, where = _first_of_each(block.code_points[missing], block.decoded[missing])
+                    index = np.searchsorted(np.flatnonzero(block.starts), where)
+                    found += zip((total + index).tolist(), new.tolist())
+                    seen.set(new, 1)
+                total += block.count
+        self.read_as = [token for _, token in found]
+        if not self.lowercase:
+            return Scan(self.read_as, [index for index, _ in found], total)
+        if any(t == 0x3A3 or len(chr(t).lower()) != 1 for t in self.read_as):
+            self.fallback = DecodedText(self.path, self.encoding, self.lowercase, self.chunk_bytes)
+            return self.fallback.scan()
+        lowered: dict[int, int] = {}
+        for index, token in found:
+            lowered.setdefault(ord(chr(token).lower()), index)
+        return Scan(list(lowered), list(lowered.values()), total)
+
+    def encode(self, ids: dict[int, int], dtype: np.dtype) -> Iterator[np.ndarray]:
+        """The corpus as token ids (``ids`` maps every token of the scan, which must come first)."""
+        if self.fallback is not None:
+            yield from self.fallback.encode(ids, dtype)
+            return
+        small = max(ids.values()) <= 255
+        table = utf8.Table(np.uint8 if small else np.uint32)
+        as_token = (lambda t: ord(chr(t).lower())) if self.lowercase else (lambda t: t)  # noqa: E731
+        table.set(self.read_as, [ids[as_token(t)] for t in self.read_as])
+        byte_table = table.by_code_point[:256].tobytes()
+        for offset, data, n in self._chunks():
+            if data.isascii() and small:
+                yield np.frombuffer(data.translate(byte_table), dtype=np.uint8).astype(dtype, copy=False)
+                continue
+            parts = []
+            for block in self._blocks(table, offset, data, n):
+                if block.missing().any():
+                    raise CharRNNError(f"{self.path} changed while it was being read")
+                parts.append(block.character_values())
+            yield np.concatenate(parts).astype(dtype, copy=False)
+
+
+def _first_of_each(tokens: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``tokens`` in order of first appearance, and where each first appears."""
+    values, first = np.unique(tokens, return_index=True)
+    order = np.argsort(first)
+    return values[order], where[first[order]]
+
+
+def corpus_reader(path: Path, encoding: str, lowercase: bool, chunk_bytes: int = CHUNK_BYTES) -> DecodedText | Utf8Text:
+    """The fastest reader for ``encoding``: UTF-8 from its bytes, anything else through Python's codecs."""
+    if encoding != "bytes" and codecs.lookup(encoding).name == "utf-8":
+        return Utf8Text(path, encoding, lowercase, chunk_bytes)
+    return DecodedText(path, encoding, lowercase, chunk_bytes)
 
 
 def _describe(tokens: list[int], byte_mode: bool) -> str:
@@ -184,28 +316,26 @@ def _id_dtype(vocab: Vocabulary, dtype: str) -> np.dtype:
     return chosen
 
 
-def _vocabulary(path: Path, encoding: str, lowercase: bool, chunk_bytes: int, input_json, vocab_from: str,
-                val_frac: float, test_frac: float) -> tuple[Vocabulary, list[int], int]:
-    """The vocabulary to encode with, the corpus tokens outside it, and the token count."""
-    byte_mode = encoding == "bytes"
-    chunks = lambda: read_code_points(path, encoding, lowercase, chunk_bytes)  # noqa: E731
-    if input_json:
-        vocab = Vocabulary.load(input_json)
-        if vocab.byte_mode and not byte_mode:
-            raise CharRNNError(f"{input_json} is a byte vocabulary: add --encoding bytes")
-        if byte_mode and not vocab.byte_mode and max(vocab.tokens) > 127:
-            raise CharRNNError(f"{input_json} is a character vocabulary: drop --encoding bytes")
-        unknown, total = build_vocabulary(chunks(), byte_mode, known=vocab)
-        return Vocabulary(vocab.tokens, byte_mode or vocab.byte_mode), unknown, total
-    tokens, total = build_vocabulary(chunks(), byte_mode)
+def _known_vocabulary(input_json, byte_mode: bool) -> Vocabulary:
+    vocab = Vocabulary.load(input_json)
+    if vocab.byte_mode and not byte_mode:
+        raise CharRNNError(f"{input_json} is a byte vocabulary: add --encoding bytes")
+    if byte_mode and not vocab.byte_mode and max(vocab.tokens) > 127:
+        raise CharRNNError(f"{input_json} is a character vocabulary: drop --encoding bytes")
+    return Vocabulary(vocab.tokens, byte_mode or vocab.byte_mode)
+
+
+def _vocabulary(scan: Scan, byte_mode: bool, known: Vocabulary | None, vocab_from: str,
+                val_frac: float, test_frac: float) -> tuple[Vocabulary, list[int]]:
+    """The vocabulary to encode with and the corpus tokens outside it."""
+    if known is not None:
+        inside = set(known.tokens)
+        return known, [t for t in scan.tokens if t not in inside]
     if vocab_from == "train":
-        train_size = SplitSizes.for_total(total, val_frac, test_frac).train
-        train_tokens, _ = build_vocabulary(chunks(), byte_mode, limit=train_size)
-        in_train = set(train_tokens)
-        return Vocabulary(tuple(train_tokens), byte_mode), [t for t in tokens if t not in in_train], total
-    if vocab_from != "all":
-        raise CharRNNError(f"--vocab-from must be 'all' or 'train' (got {vocab_from!r})")
-    return Vocabulary(tuple(tokens), byte_mode), [], total
+        train_size = SplitSizes.for_total(scan.total, val_frac, test_frac).train
+        in_train = [t for t, first in zip(scan.tokens, scan.first) if first < train_size]
+        return Vocabulary(tuple(in_train), byte_mode), scan.tokens[len(in_train):]
+    return Vocabulary(tuple(scan.tokens), byte_mode), []
 
 
 def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None = None,
@@ -238,8 +368,13 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
     if path.resolve() in (output_h5.resolve(), output_json.resolve()):
         raise CharRNNError(f"output would overwrite the input {path}")
 
-    vocab, unknown, total = _vocabulary(path, encoding, lowercase, chunk_bytes, input_json, vocab_from,
-                                        val_frac, test_frac)
+    if vocab_from not in ("all", "train"):
+        raise CharRNNError(f"--vocab-from must be 'all' or 'train' (got {vocab_from!r})")
+    known = _known_vocabulary(input_json, encoding == "bytes") if input_json else None
+    reader = corpus_reader(path, encoding, lowercase, chunk_bytes)
+    scan = reader.scan()
+    vocab, unknown = _vocabulary(scan, encoding == "bytes", known, vocab_from, val_frac, test_frac)
+    total = scan.total
     if not input_json:
         _check_corpus(path, vocab, total)
     elif total == 0:
@@ -247,15 +382,14 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
     id_dtype = _id_dtype(vocab, dtype)
     sizes = SplitSizes.for_total(total, val_frac, test_frac)
 
-    lookup = np.zeros(max(256, max(vocab.tokens + tuple(unknown)) + 1), dtype=id_dtype)
-    lookup[list(vocab.tokens)] = np.arange(1, len(vocab) + 1)
+    ids = {token: i for i, token in enumerate(vocab.tokens, 1)}
     if unknown:
         if unknown_char is None:
             raise CharRNNError(f"{path}: character(s) not in the vocabulary: {_describe(unknown, vocab.byte_mode)} "
                                "(pass --unknown-char C to map them to a character C of the vocabulary)")
         if len(unknown_char) != 1:
             raise CharRNNError("--unknown-char must be a single character")
-        lookup[unknown] = int(vocab.encode(unknown_char)[0])
+        ids.update(dict.fromkeys(unknown, int(vocab.encode(unknown_char)[0])))
     bounds = {"train": (0, sizes.train), "val": (sizes.train, sizes.train + sizes.val),
               "test": (sizes.train + sizes.val, total)}
 
@@ -266,17 +400,12 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
                                                compression=compression if hi > lo else None)
                         for name, (lo, hi) in bounds.items()}
             pos = 0
-            byte_table = lookup[:256].tobytes() if lookup.dtype == np.uint8 else None
-            for points in read_code_points(path, encoding, lowercase, chunk_bytes):
-                if byte_table is not None and points.dtype == np.uint8:  # translate at memory speed
-                    ids = np.frombuffer(_as_bytes(points).translate(byte_table), dtype=np.uint8)
-                else:
-                    ids = lookup[points]
-                end = pos + len(ids)
+            for chunk in reader.encode(ids, id_dtype):
+                end = pos + len(chunk)
                 for name, (lo, hi) in bounds.items():
                     a, b = max(lo, pos), min(hi, end)
                     if a < b:
-                        datasets[name][a - lo:b - lo] = ids[a - pos:b - pos]
+                        datasets[name][a - lo:b - lo] = chunk[a - pos:b - pos]
                 pos = end
             if pos != total:
                 raise CharRNNError(f"{path} changed while it was being read")
