@@ -1,9 +1,10 @@
 """Turn a text corpus into torch-rnn's HDF5 + JSON files, vectorised and in bounded memory.
 
-The corpus is read twice in chunks: the first pass finds the tokens in order of first
-appearance (and where each first appears) and counts them, the second maps each chunk to ids
-with lookup tables and writes it straight into the train/val/test datasets. UTF-8 is mapped
-from its raw bytes with NumPy (:mod:`charrnn.utf8`); other codecs go through Python's
+The corpus is read twice in chunks: the first pass counts the tokens (which fixes the split
+sizes), the second maps each chunk to ids with lookup tables and writes it straight into the
+train/val/test datasets. Ids go to tokens in order of first appearance as the second pass meets
+them, which is torch-rnn's order. UTF-8 is mapped from its raw bytes with NumPy
+(:mod:`charrnn.utf8`), so counting it is nearly free; other codecs go through Python's
 incremental decoder, which keeps multi-byte characters whole across chunk boundaries.
 """
 
@@ -104,14 +105,57 @@ def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[tuple[int
     return sorted(found)
 
 
-@dataclass(frozen=True)
-class Scan:
-    """The first pass: tokens in order of first appearance, the token index where each first
-    appears, and the token count."""
+class _TooManyTokens(Exception):
+    """More tokens than the id tables' dtype holds: start again with wider tables."""
 
-    tokens: list[int]
-    first: list[int]
-    total: int
+
+class _NeedsDecoding(Exception):
+    """Lowercasing this text needs context (Greek capital sigma) or changes its length ('İ')."""
+
+
+class TokenIds:
+    """Token ids handed out as tokens first appear (torch-rnn's order), or fixed by a known vocabulary.
+
+    Tokens outside the vocabulary (any new token with a known vocabulary; with ``train_size``, a
+    token first seen after the training split) are collected in ``unknown`` and take the id of
+    ``unknown_char`` (a placeholder while there is none: the caller reports them all at the end).
+    """
+
+    def __init__(self, known: Vocabulary | None, train_size: int | None, unknown_char: str | None,
+                 byte_mode: bool, largest: int) -> None:
+        self.tokens: list[int] = list(known.tokens) if known else []
+        self.unknown: list[int] = []
+        self._ids = {token: i for i, token in enumerate(self.tokens, 1)}
+        self._closed = known is not None
+        self._train_size, self._unknown_char, self._byte_mode, self._largest = train_size, unknown_char, byte_mode, largest
+        self._unknown_id: int | None = None
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(tuple(self.tokens), self._byte_mode)
+
+    def id(self, token: int, index: int) -> int:
+        """The id of ``token``, first seen at token ``index``."""
+        found = self._ids.get(token)
+        if found is None:
+            if self._closed or (self._train_size is not None and index >= self._train_size):
+                self._closed = True
+                self.unknown.append(token)
+                found = self._ids[token] = self._id_for_unknown()
+            else:
+                if len(self.tokens) == self._largest:
+                    raise _TooManyTokens
+                self.tokens.append(token)
+                found = self._ids[token] = len(self.tokens)
+        return found
+
+    def _id_for_unknown(self) -> int:
+        if self._unknown_id is None:
+            if self._unknown_char is None:
+                return 1
+            if len(self._unknown_char) != 1:
+                raise CharRNNError("--unknown-char must be a single character")
+            self._unknown_id = int(self.vocabulary().encode(self._unknown_char)[0])
+        return self._unknown_id
 
 
 class DecodedText:
@@ -154,26 +198,22 @@ class DecodedText:
                     return
                 offset += len(block)
 
-    def scan(self) -> Scan:
-        seen = np.zeros(256 if self.byte_mode else utf8.MAX_CODE_POINT, dtype=np.uint8)
-        tokens, first, total = [], [], 0
+    def count(self) -> int:
+        return sum(len(points) for points in self.chunks())
+
+    def encode(self, ids: TokenIds, table_dtype: type) -> Iterator[np.ndarray]:
+        """The corpus as token ids, learning each new token's id as it first appears."""
+        size = 256 if self.byte_mode else utf8.MAX_CODE_POINT
+        lookup, seen = np.zeros(size, dtype=table_dtype), np.zeros(size, dtype=np.uint8)
+        total = 0
         for points in self.chunks():
             for index, token in _new_tokens_in_order(points, seen):
-                tokens.append(token)
-                first.append(total + index)
-            total += len(points)
-        return Scan(tokens, first, total)
-
-    def encode(self, ids: dict[int, int], dtype: np.dtype) -> Iterator[np.ndarray]:
-        """The corpus as token ids (``ids`` maps every token of the scan)."""
-        lookup = np.zeros(max(256, max(ids) + 1), dtype=dtype)
-        lookup[list(ids)] = list(ids.values())
-        byte_table = lookup[:256].tobytes() if lookup.dtype == np.uint8 else None
-        for points in self.chunks():
-            if byte_table is not None and points.dtype == np.uint8:  # translate at memory speed
-                yield np.frombuffer(_as_bytes(points).translate(byte_table), dtype=np.uint8)
+                lookup[token] = ids.id(token, total + index)
+            if lookup.dtype == np.uint8 and points.dtype == np.uint8:  # translate at memory speed
+                yield np.frombuffer(_as_bytes(points).translate(lookup[:256].tobytes()), dtype=np.uint8)
             else:
                 yield lookup[points]
+            total += len(points)
 
 
 def _to_code_points(text: str) -> np.ndarray:
@@ -185,13 +225,11 @@ def _to_code_points(text: str) -> np.ndarray:
 class Utf8Text:
     """A UTF-8 corpus mapped from its raw bytes with NumPy (:mod:`charrnn.utf8`), never decoded
     to a str. Lowercasing maps each character through ``str.lower`` once, in the tables; text
-    whose lowercase depends on context (Greek capital sigma) or changes its length ('İ') goes
-    through :class:`DecodedText` instead."""
+    whose lowercase depends on context (Greek capital sigma) or changes length ('İ') needs
+    :class:`DecodedText` instead."""
 
     def __init__(self, path: Path, encoding: str, lowercase: bool, chunk_bytes: int) -> None:
         self.path, self.encoding, self.lowercase, self.chunk_bytes = path, encoding, lowercase, chunk_bytes
-        self.read_as: list[int] = []  # the scan's tokens before lowercasing
-        self.fallback: DecodedText | None = None
 
     def _chunks(self) -> Iterator[tuple[int, bytes, int]]:
         """(file offset, data, n) per chunk: ``data[:n]`` holds whole characters; a character cut
@@ -222,56 +260,48 @@ class Utf8Text:
                 raise _not_valid(self.path, self.encoding, offset + exc.start, exc.reason) from None
             raise _not_valid(self.path, self.encoding, offset, "invalid data") from None
 
-    def scan(self) -> Scan:
-        seen = utf8.Table(np.uint8)
-        found: list[tuple[int, int]] = []  # (token index, token as read)
+    def count(self) -> int:
+        """Characters in the corpus, counted as the bytes that are not continuation bytes
+        (:meth:`encode` checks that the bytes are valid UTF-8)."""
+        total = 0
+        for _, data, n in self._chunks():
+            for lo in range(0, n, BLOCK_BYTES):
+                block = np.frombuffer(data, dtype=np.int8, count=min(BLOCK_BYTES, n - lo), offset=lo)
+                total += int(np.count_nonzero(block >= -64))
+        return total
+
+    def encode(self, ids: TokenIds, table_dtype: type) -> Iterator[np.ndarray]:
+        """The corpus as token ids, learning each new token's id as it first appears."""
+        table = utf8.Table(table_dtype)
+
+        def learn(tokens: list[int], indices: list[int]) -> None:
+            if self.lowercase and any(t == 0x3A3 or len(chr(t).lower()) != 1 for t in tokens):
+                raise _NeedsDecoding
+            table.set(tokens, [ids.id(ord(chr(t).lower()) if self.lowercase else t, i) for t, i in zip(tokens, indices)])
+
         total = 0
         for offset, data, n in self._chunks():
             if data.isascii():
-                new = _new_tokens_in_order(np.frombuffer(data, dtype=np.uint8), seen.by_code_point)
-                found += [(total + index, token) for index, token in new]
-                seen.set([token for _, token in new], 1)
+                points = np.frombuffer(data, dtype=np.uint8)
+                new = _new_tokens_in_order(points, (table.by_code_point[:256] != 0).astype(np.uint8))
+                if new:
+                    learn([t for _, t in new], [total + i for i, _ in new])
+                byte_ids = table.by_code_point[:256]
+                yield np.frombuffer(data.translate(byte_ids.tobytes()), np.uint8) if table_dtype == np.uint8 \
+                    else byte_ids[points]
                 total += n
-                continue
-            for block in self._blocks(seen, offset, data, n):
-                missing = block.missing()
-                if missing.any():
-                    new, where = _first_of_each(block.code_points[missing], block.decoded[missing])
-                    index = np.searchsorted(np.flatnonzero(block.starts), where)
-                    found += zip((total + index).tolist(), new.tolist())
-                    seen.set(new, 1)
-                total += block.count
-        self.read_as = [token for _, token in found]
-        if not self.lowercase:
-            return Scan(self.read_as, [index for index, _ in found], total)
-        if any(t == 0x3A3 or len(chr(t).lower()) != 1 for t in self.read_as):
-            self.fallback = DecodedText(self.path, self.encoding, self.lowercase, self.chunk_bytes)
-            return self.fallback.scan()
-        lowered: dict[int, int] = {}
-        for index, token in found:
-            lowered.setdefault(ord(chr(token).lower()), index)
-        return Scan(list(lowered), list(lowered.values()), total)
-
-    def encode(self, ids: dict[int, int], dtype: np.dtype) -> Iterator[np.ndarray]:
-        """The corpus as token ids (``ids`` maps every token of the scan, which must come first)."""
-        if self.fallback is not None:
-            yield from self.fallback.encode(ids, dtype)
-            return
-        small = max(ids.values()) <= 255
-        table = utf8.Table(np.uint8 if small else np.uint32)
-        as_token = (lambda t: ord(chr(t).lower())) if self.lowercase else (lambda t: t)  # noqa: E731
-        table.set(self.read_as, [ids[as_token(t)] for t in self.read_as])
-        byte_table = table.by_code_point[:256].tobytes()
-        for offset, data, n in self._chunks():
-            if data.isascii() and small:
-                yield np.frombuffer(data.translate(byte_table), dtype=np.uint8).astype(dtype, copy=False)
                 continue
             parts = []
             for block in self._blocks(table, offset, data, n):
-                if block.missing().any():
-                    raise CharRNNError(f"{self.path} changed while it was being read")
+                missing = block.missing()
+                if missing.any():
+                    where, points = block.decoded[missing], block.code_points[missing]
+                    new, first = _first_of_each(points, where)
+                    learn(new.tolist(), (total + np.searchsorted(np.flatnonzero(block.starts), first)).tolist())
+                    block.values[where] = table.by_code_point[points]
                 parts.append(block.character_values())
-            yield np.concatenate(parts).astype(dtype, copy=False)
+                total += block.count
+            yield np.concatenate(parts) if parts else np.empty(0, dtype=table_dtype)
 
 
 def _first_of_each(tokens: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -325,17 +355,29 @@ def _known_vocabulary(input_json, byte_mode: bool) -> Vocabulary:
     return Vocabulary(vocab.tokens, byte_mode or vocab.byte_mode)
 
 
-def _vocabulary(scan: Scan, byte_mode: bool, known: Vocabulary | None, vocab_from: str,
-                val_frac: float, test_frac: float) -> tuple[Vocabulary, list[int]]:
-    """The vocabulary to encode with and the corpus tokens outside it."""
-    if known is not None:
-        inside = set(known.tokens)
-        return known, [t for t in scan.tokens if t not in inside]
-    if vocab_from == "train":
-        train_size = SplitSizes.for_total(scan.total, val_frac, test_frac).train
-        in_train = [t for t, first in zip(scan.tokens, scan.first) if first < train_size]
-        return Vocabulary(tuple(in_train), byte_mode), scan.tokens[len(in_train):]
-    return Vocabulary(tuple(scan.tokens), byte_mode), []
+def _write_splits(path: Path, chunks: Iterator[np.ndarray], sizes: SplitSizes, dtype: np.dtype,
+                  compression: str | None) -> int:
+    """Write the ids of ``chunks`` into the train, val and test datasets of a new HDF5 file; the
+    number of ids."""
+    import h5py
+
+    bounds = {"train": (0, sizes.train), "val": (sizes.train, sizes.train + sizes.val),
+              "test": (sizes.train + sizes.val, sizes.train + sizes.val + sizes.test)}
+    with h5py.File(path, "w") as f:
+        datasets = {name: f.create_dataset(name, shape=(hi - lo,), dtype=dtype,
+                                           chunks=True if compression and hi > lo else None,
+                                           compression=compression if hi > lo else None)
+                    for name, (lo, hi) in bounds.items()}
+        pos = 0
+        for chunk in chunks:
+            chunk = chunk.astype(dtype, copy=False)
+            end = pos + len(chunk)
+            for name, (lo, hi) in bounds.items():
+                a, b = max(lo, pos), min(hi, end)
+                if a < b:
+                    datasets[name][a - lo:b - lo] = chunk[a - pos:b - pos]
+            pos = end
+    return pos
 
 
 def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None = None,
@@ -348,7 +390,7 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
 
     Outputs default to the input's path with ``.h5`` and ``.json``. Nothing is written
     unless the whole job succeeds; existing outputs are replaced atomically. The corpus is
-    read in chunks, twice, so memory does not grow with its size.
+    read in chunks, twice (a quick count, then the encoding), so memory does not grow with its size.
 
     ``input_json`` encodes with an existing vocabulary (to fine-tune a model on new text);
     ``vocab_from="train"`` builds the vocabulary from the training split only. Characters
@@ -356,8 +398,6 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
     ``dtype`` overrides torch-rnn's uint8/uint32 choice (``uint16`` halves the file for
     256..65535 tokens); ``compression`` is ``gzip`` or ``lzf`` (chunked datasets).
     """
-    import h5py
-
     path = check_readable_file(input_txt, "input text")
     check_fractions(val_frac, test_frac)
     _check_encoding(encoding)
@@ -370,45 +410,43 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
 
     if vocab_from not in ("all", "train"):
         raise CharRNNError(f"--vocab-from must be 'all' or 'train' (got {vocab_from!r})")
-    known = _known_vocabulary(input_json, encoding == "bytes") if input_json else None
-    reader = corpus_reader(path, encoding, lowercase, chunk_bytes)
-    scan = reader.scan()
-    vocab, unknown = _vocabulary(scan, encoding == "bytes", known, vocab_from, val_frac, test_frac)
-    total = scan.total
-    if not input_json:
-        _check_corpus(path, vocab, total)
-    elif total == 0:
-        raise CharRNNError(f"{path}: the corpus is empty")
-    id_dtype = _id_dtype(vocab, dtype)
-    sizes = SplitSizes.for_total(total, val_frac, test_frac)
+    if dtype != "auto" and dtype not in DTYPES:
+        raise CharRNNError(f"unknown --dtype {dtype!r} (auto, uint8, uint16 or uint32)")
+    byte_mode = encoding == "bytes"
+    known = _known_vocabulary(input_json, byte_mode) if input_json else None
+    if known is not None:
+        _id_dtype(known, dtype)
 
-    ids = {token: i for i, token in enumerate(vocab.tokens, 1)}
-    if unknown:
-        if unknown_char is None:
+    reader = corpus_reader(path, encoding, lowercase, chunk_bytes)
+    total = reader.count()
+    wide = known is not None and len(known) > 255  # ids above 255: uint32 tables
+    with atomic_path(output_h5) as tmp_h5:
+        while True:
+            if total == 0:
+                raise CharRNNError(f"{path}: the corpus is empty")
+            sizes = SplitSizes.for_total(total, val_frac, test_frac)
+            table_dtype = np.uint32 if wide else np.uint8
+            id_dtype = np.dtype(table_dtype if dtype == "auto" else DTYPES[dtype])
+            ids = TokenIds(known, sizes.train if vocab_from == "train" else None, unknown_char,
+                           byte_mode, np.iinfo(table_dtype).max)
+            try:
+                written = _write_splits(tmp_h5, reader.encode(ids, table_dtype), sizes, id_dtype, compression)
+                break
+            except _TooManyTokens:
+                wide = True
+            except _NeedsDecoding:
+                reader = DecodedText(path, encoding, lowercase, chunk_bytes)
+                total = reader.count()
+        vocab = known if known is not None else ids.vocabulary()
+        unknown = ids.unknown
+        if not input_json:
+            _check_corpus(path, vocab, total)
+        _id_dtype(vocab, dtype)
+        if unknown and unknown_char is None:
             raise CharRNNError(f"{path}: character(s) not in the vocabulary: {_describe(unknown, vocab.byte_mode)} "
                                "(pass --unknown-char C to map them to a character C of the vocabulary)")
-        if len(unknown_char) != 1:
-            raise CharRNNError("--unknown-char must be a single character")
-        ids.update(dict.fromkeys(unknown, int(vocab.encode(unknown_char)[0])))
-    bounds = {"train": (0, sizes.train), "val": (sizes.train, sizes.train + sizes.val),
-              "test": (sizes.train + sizes.val, total)}
-
-    with atomic_path(output_h5) as tmp_h5:
-        with h5py.File(tmp_h5, "w") as f:
-            datasets = {name: f.create_dataset(name, shape=(hi - lo,), dtype=id_dtype,
-                                               chunks=True if compression and hi > lo else None,
-                                               compression=compression if hi > lo else None)
-                        for name, (lo, hi) in bounds.items()}
-            pos = 0
-            for chunk in reader.encode(ids, id_dtype):
-                end = pos + len(chunk)
-                for name, (lo, hi) in bounds.items():
-                    a, b = max(lo, pos), min(hi, end)
-                    if a < b:
-                        datasets[name][a - lo:b - lo] = chunk[a - pos:b - pos]
-                pos = end
-            if pos != total:
-                raise CharRNNError(f"{path} changed while it was being read")
+        if written != total:
+            raise CharRNNError(f"{path} changed while it was being read")
         vocab.save(output_json)
 
     if log:
