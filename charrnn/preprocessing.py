@@ -23,8 +23,7 @@ from .errors import CharRNNError
 from .fileio import atomic_path, check_readable_file
 from .vocab import Vocabulary
 
-CHUNK_BYTES = 1 << 24  # 16 MiB of input per chunk
-BLOCK_BYTES = 1 << 18  # UTF-8 is mapped in blocks that stay in the core's cache
+CHUNK_BYTES = 1 << 22  # 4 MiB of input per chunk
 _ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "cp1252"}
 
 
@@ -129,6 +128,11 @@ class TokenIds:
         self._closed = known is not None
         self._train_size, self._unknown_char, self._byte_mode, self._largest = train_size, unknown_char, byte_mode, largest
         self._unknown_id: int | None = None
+
+    @property
+    def counts_positions(self) -> bool:
+        """Whether :meth:`id` needs the true index of a token's first appearance."""
+        return self._train_size is not None and not self._closed
 
     def vocabulary(self) -> Vocabulary:
         return Vocabulary(tuple(self.tokens), self._byte_mode)
@@ -245,14 +249,9 @@ class Utf8Text:
                 yield offset, data, n
                 carry, offset = data[n:], offset + n
 
-    def _blocks(self, table: utf8.Table, offset: int, data: bytes, n: int) -> Iterator[utf8.Block]:
-        buf = np.frombuffer(data, dtype=np.uint8)
+    def _scan(self, table: utf8.Table, offset: int, data: bytes, n: int, learn: utf8.Learn) -> utf8.Scanned:
         try:
-            for lo, hi in utf8.block_bounds(buf, n, BLOCK_BYTES):
-                if hi + utf8.PADDING > len(buf):  # the last block: give it room to look ahead
-                    yield utf8.scan(table, np.concatenate([buf[lo:hi], np.zeros(utf8.PADDING, np.uint8)]), 0, hi - lo)
-                else:
-                    yield utf8.scan(table, buf, lo, hi)
+            return utf8.scan(table, data, 0, n, learn)
         except utf8.InvalidUtf8:
             try:  # let Python's codec name the first bad byte and the reason
                 codecs.utf_8_decode(data[:n], "strict", True)
@@ -263,12 +262,7 @@ class Utf8Text:
     def count(self) -> int:
         """Characters in the corpus, counted as the bytes that are not continuation bytes
         (:meth:`encode` checks that the bytes are valid UTF-8)."""
-        total = 0
-        for _, data, n in self._chunks():
-            for lo in range(0, n, BLOCK_BYTES):
-                block = np.frombuffer(data, dtype=np.int8, count=min(BLOCK_BYTES, n - lo), offset=lo)
-                total += int(np.count_nonzero(block >= -64))
-        return total
+        return sum(n if data.isascii() else utf8.count(data, 0, n) for _, data, n in self._chunks())
 
     def encode(self, ids: TokenIds, table_dtype: type) -> Iterator[np.ndarray]:
         """The corpus as token ids, learning each new token's id as it first appears."""
@@ -291,24 +285,24 @@ class Utf8Text:
                     else byte_ids[points]
                 total += n
                 continue
-            parts = []
-            for block in self._blocks(table, offset, data, n):
-                missing = block.missing()
-                if missing.any():
-                    where, points = block.decoded[missing], block.code_points[missing]
-                    new, first = _first_of_each(points, where)
-                    learn(new.tolist(), (total + np.searchsorted(np.flatnonzero(block.starts), first)).tolist())
-                    block.values[where] = table.by_code_point[points]
-                parts.append(block.character_values())
-                total += block.count
-            yield np.concatenate(parts) if parts else np.empty(0, dtype=table_dtype)
+
+            def learn_bytes(points: np.ndarray, where: np.ndarray, starts: np.ndarray, base: int = total) -> None:
+                learn(points.tolist(), (base + _starts_before(starts, where)).tolist() if ids.counts_positions
+                      else [base] * len(points))
+
+            scanned = self._scan(table, offset, data, n, learn_bytes)
+            total += scanned.count
+            yield scanned.character_values()
 
 
-def _first_of_each(tokens: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct ``tokens`` in order of first appearance, and where each first appears."""
-    values, first = np.unique(tokens, return_index=True)
-    order = np.argsort(first)
-    return values[order], where[first[order]]
+def _starts_before(starts: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """How many of ``starts`` are True before each of the (sorted) offsets ``where``."""
+    before = np.empty(len(where), dtype=np.int64)
+    done, counted = 0, 0
+    for i, offset in enumerate(where.tolist()):
+        counted += int(np.count_nonzero(starts[done:offset]))
+        before[i], done = counted, offset
+    return before
 
 
 def corpus_reader(path: Path, encoding: str, lowercase: bool, chunk_bytes: int = CHUNK_BYTES) -> DecodedText | Utf8Text:

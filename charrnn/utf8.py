@@ -11,11 +11,12 @@ that every one of them belongs to a character, so invalid UTF-8 never passes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 MAX_CODE_POINT = 0x110000
-PADDING = 4  # bytes a buffer needs after the last block: reads look up to 3 bytes ahead
+BLOCK = 1 << 18  # bytes per step of the vectorised work: small enough to stay in the core's cache
 
 _LENGTH = np.zeros(256, dtype=np.int64)  # bytes in a character with this lead byte; 0: not a lead
 _LENGTH[:0x80], _LENGTH[0xC2:0xE0], _LENGTH[0xE0:0xF0], _LENGTH[0xF0:0xF5] = 1, 2, 3, 4
@@ -40,16 +41,12 @@ def whole_prefix(data: bytes | bytearray | memoryview) -> int:
     return n
 
 
-def block_bounds(buf: np.ndarray, n: int, size: int):
-    """(lo, hi) blocks of about ``size`` bytes covering ``buf[:n]``, each ending before a character start."""
-    lo = 0
-    while lo < n:
-        hi = min(lo + max(size, 4), n)
-        for _ in range(3):
-            if hi < n and is_continuation(int(buf[hi])):
-                hi -= 1
-        yield lo, hi
-        lo = hi
+def count(data: bytes, lo: int, hi: int) -> int:
+    """Characters in ``data[lo:hi]`` if it is valid UTF-8: the bytes that are not continuation bytes."""
+    total = 0
+    for a in range(lo, hi, BLOCK):
+        total += int(np.count_nonzero(np.frombuffer(data, np.int8, min(BLOCK, hi - a), a) >= -64))
+    return total
 
 
 class Table:
@@ -72,33 +69,34 @@ class Table:
 
 
 @dataclass
-class Block:
-    values: np.ndarray       # per byte: the character's value at its start (anything at continuation bytes)
-    starts: np.ndarray       # per byte: True where a character starts
-    decoded: np.ndarray      # byte offsets (in the block) of the characters decoded on their own
-    code_points: np.ndarray  # their code points
-    count: int               # characters in the block
-
-    def missing(self) -> np.ndarray:
-        """Which of the decoded characters have no value in the table."""
-        return self.values[self.decoded] == 0
+class Scanned:
+    values: np.ndarray  # per byte: the character's value at its start (anything at continuation bytes)
+    starts: np.ndarray  # per byte: True where a character starts
+    count: int          # characters
 
     def character_values(self) -> np.ndarray:
         """One value per character."""
-        if 16 * (len(self.values) - self.count) < len(self.values):  # few continuation bytes
+        n = len(self.values)
+        if 16 * (n - self.count) < n:  # few continuation bytes: a mask copies long runs
             return self.values[self.starts]
-        return np.compress(self.starts, self.values)  # steadier than a mask when they are many
+        out, done = np.empty(self.count, dtype=self.values.dtype), 0
+        for a in range(0, n, BLOCK):  # many: gather by index, block by block (a mask would branch on each)
+            at = np.flatnonzero(self.starts[a:a + BLOCK])
+            np.take(self.values[a:a + BLOCK], at, out=out[done:done + len(at)])
+            done += len(at)
+        return out
 
 
-def decode_at(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Code points and byte lengths of the characters starting at offsets ``at`` of ``buf``."""
+def decode_at(buf: np.ndarray, at: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Code points and byte lengths of the characters starting at offsets ``at`` of ``buf``, which
+    must end by ``end``."""
     lead = buf[at]
     length = _LENGTH[lead]
     points = lead & _LEAD_BITS[length]
-    valid = length > 0
+    valid = (length > 0) & (at + length <= end)
     for k in (1, 2, 3):
         more = length > k
-        byte = buf[at + k].astype(np.int64)
+        byte = buf.take(at + k, mode="clip").astype(np.int64)
         valid &= ~more | ((byte & 0xC0) == 0x80)
         points = np.where(more, (points << 6) | (byte & 0x3F), points)
     valid &= (points >= _SMALLEST[length]) & (points < MAX_CODE_POINT) & ((points < 0xD800) | (points > 0xDFFF))
@@ -107,22 +105,59 @@ def decode_at(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points, length
 
 
-def scan(table: Table, buf: np.ndarray, lo: int, hi: int) -> Block:
-    """Values of the characters in ``buf[lo:hi]``: whole characters, followed by ``PADDING`` readable bytes."""
+def first_of_each(points: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``points`` in order of first appearance, and where each first appears."""
+    values, first = np.unique(points, return_index=True)
+    order = np.argsort(first)
+    return values[order], where[first[order]]
+
+
+Learn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def scan(table: Table, data: bytes, lo: int, hi: int, learn: Learn) -> Scanned:
+    """The values of the characters in ``data[lo:hi]``, which must hold whole characters.
+
+    Characters without a value are passed to ``learn(code_points, byte_offsets, starts)`` (distinct,
+    in order of first appearance, offsets from ``lo``; ``starts`` is filled up to there), which must
+    give them values in ``table``. Works in cache-sized blocks; raises :class:`InvalidUtf8` unless
+    the bytes are valid UTF-8.
+    """
     n = hi - lo
-    pairs = np.ndarray((n,), dtype="<u2", buffer=buf, offset=lo, strides=(1,))  # overlapping byte pairs
-    values = table.by_pair.take(pairs)
-    block = buf[lo:hi]
-    starts = block.view(np.int8) >= -64  # not 0x80..0xBF
-    decoded = np.flatnonzero(values == 0)
-    points = np.empty(0, dtype=np.int64)
-    claimed = 0  # continuation bytes owned by 3- and 4-byte characters
-    if len(decoded):
-        points, length = decode_at(buf, lo + decoded)
-        values[decoded] = table.by_code_point[points]
-        claimed = int((length - 1)[length > 2].sum())
+    buf = np.frombuffer(data, dtype=np.uint8)
+    values = np.empty(n, dtype=table.by_pair.dtype)
+    starts = np.empty(n, dtype=bool)
+    if n == 0:
+        return Scanned(values, starts, 0)
+    # the pair at each byte (overlapping little-endian uint16); the last one reads the byte after hi, or 0
+    pairs = np.ndarray((n - 1,), dtype="<u2", buffer=data, offset=lo, strides=(1,))
+    values[n - 1] = table.by_pair[int(buf[hi - 1]) | (int(buf[hi]) << 8 if hi < len(buf) else 0)]
+    scratch, flags = np.empty(min(n, BLOCK), dtype=np.uint8), np.empty(min(n, BLOCK), dtype=bool)
+    pending: list[np.ndarray] = []  # offsets of characters to decode one by one
+    waiting = two_byte_leads = claimed = 0
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        table.by_pair.take(pairs[a:min(b, n - 1)], out=values[a:min(b, n - 1)])
+        block, s, f = buf[lo + a:lo + b], scratch[:b - a], flags[:b - a]
+        np.greater_equal(block.view(np.int8), -64, out=starts[a:b])  # not 0x80..0xBF
+        np.less(np.subtract(block, np.uint8(0xC2), out=s), np.uint8(0xE0 - 0xC2), out=f)
+        two_byte_leads += int(np.count_nonzero(f))
+        at = np.flatnonzero(np.equal(values[a:b], 0, out=f))
+        if len(at):
+            pending.append(at + a)
+            waiting += len(at)
+        if pending and (waiting >= 1 << 16 or b == n):  # decode in batches: few calls, bounded memory
+            at = np.concatenate(pending)
+            pending, waiting = [], 0
+            points, length = decode_at(buf, lo + at, hi)
+            claimed += int((length - 1)[length > 2].sum())
+            found = table.by_code_point[points]
+            missing = found == 0
+            if missing.any():
+                learn(*first_of_each(points[missing], at[missing]), starts)
+                found = table.by_code_point[points]
+            values[at] = found
     count = int(np.count_nonzero(starts))
-    two_byte_leads = int(np.count_nonzero((block - np.uint8(0xC2)) < np.uint8(0xE0 - 0xC2)))
     if n - count != two_byte_leads + claimed:
         raise InvalidUtf8  # a continuation byte without a lead
-    return Block(values, starts, decoded, points, count)
+    return Scanned(values, starts, count)
