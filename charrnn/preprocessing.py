@@ -23,7 +23,7 @@ from .errors import CharRNNError
 from .fileio import atomic_path, check_readable_file
 from .vocab import Vocabulary
 
-CHUNK_BYTES = 1 << 22  # 4 MiB of input per chunk
+CHUNK_BYTES = 1 << 20  # 4 MiB of input per chunk
 _ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "cp1252"}
 
 
@@ -70,10 +70,10 @@ def _not_valid(path: Path, encoding: str, where: int, reason: str) -> CharRNNErr
                         "pass the right --encoding, or --encoding bytes to model raw bytes")
 
 
-def _as_bytes(points: np.ndarray) -> bytes:
+def _as_bytes(points: np.ndarray) -> bytes | bytearray:
     """The bytes behind a uint8 array, without a copy when it was made from bytes."""
     base = points.base
-    return base if isinstance(base, bytes) and len(base) == points.nbytes else points.tobytes()
+    return base if isinstance(base, (bytes, bytearray)) and len(base) == points.nbytes else points.tobytes()
 
 
 def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[tuple[int, int]]:
@@ -235,23 +235,29 @@ class Utf8Text:
     def __init__(self, path: Path, encoding: str, lowercase: bool, chunk_bytes: int) -> None:
         self.path, self.encoding, self.lowercase, self.chunk_bytes = path, encoding, lowercase, chunk_bytes
 
-    def _chunks(self) -> Iterator[tuple[int, bytes, int]]:
+    def _chunks(self) -> Iterator[tuple[int, bytearray | bytes, int]]:
         """(file offset, data, n) per chunk: ``data[:n]`` holds whole characters; a character cut
-        by the end of a read is carried into the next chunk."""
-        carry, offset = b"", 0
+        by the end of a read is carried into the next chunk. ``data`` is one buffer, refilled
+        for each chunk (fresh memory for every read costs page faults)."""
+        size = max(self.chunk_bytes, 4)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        carry, offset = 0, 0
         with open(self.path, "rb") as f:
             while True:
-                block = f.read(self.chunk_bytes)
-                data = carry + block if carry else block
-                if not data:
+                got = f.readinto(view[carry:])
+                length = carry + got
+                if length == 0:
                     return
-                n = utf8.whole_prefix(data) if block else len(data)
+                data = buf if length == size else bytes(view[:length])
+                n = utf8.whole_prefix(data) if got else length
                 yield offset, data, n
-                carry, offset = data[n:], offset + n
+                carry, offset = length - n, offset + n
+                view[:carry] = bytes(view[n:length])
 
-    def _scan(self, table: utf8.Table, offset: int, data: bytes, n: int, learn: utf8.Learn) -> utf8.Scanned:
+    def _scan(self, scanner: utf8.Scanner, offset: int, data: bytes, n: int, learn: utf8.Learn) -> np.ndarray:
         try:
-            return utf8.scan(table, data, 0, n, learn)
+            return scanner.scan(data, 0, n, learn)
         except utf8.InvalidUtf8:
             try:  # let Python's codec name the first bad byte and the reason
                 codecs.utf_8_decode(data[:n], "strict", True)
@@ -262,11 +268,12 @@ class Utf8Text:
     def count(self) -> int:
         """Characters in the corpus, counted as the bytes that are not continuation bytes
         (:meth:`encode` checks that the bytes are valid UTF-8)."""
-        return sum(n if data.isascii() else utf8.count(data, 0, n) for _, data, n in self._chunks())
+        return sum(utf8.count(data, 0, n) for _, data, n in self._chunks())
 
     def encode(self, ids: TokenIds, table_dtype: type) -> Iterator[np.ndarray]:
         """The corpus as token ids, learning each new token's id as it first appears."""
         table = utf8.Table(table_dtype)
+        scanner = utf8.Scanner(table)
 
         def learn(tokens: list[int], indices: list[int]) -> None:
             if self.lowercase and any(t == 0x3A3 or len(chr(t).lower()) != 1 for t in tokens):
@@ -290,9 +297,9 @@ class Utf8Text:
                 learn(points.tolist(), (base + _starts_before(starts, where)).tolist() if ids.counts_positions
                       else [base] * len(points))
 
-            scanned = self._scan(table, offset, data, n, learn_bytes)
-            total += scanned.count
-            yield scanned.character_values()
+            values = self._scan(scanner, offset, data, n, learn_bytes)
+            total += len(values)
+            yield values
 
 
 def _starts_before(starts: np.ndarray, where: np.ndarray) -> np.ndarray:
