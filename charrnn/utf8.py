@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 MAX_CODE_POINT = 0x110000
-BLOCK = 1 << 18  # bytes per step of the vectorised work: small enough to stay in the core's cache
+BLOCK = 1 << 16  # bytes per step of the vectorised work: small enough to stay in the core's cache
 
 _LENGTH = np.zeros(256, dtype=np.int64)  # bytes in a character with this lead byte; 0: not a lead
 _LENGTH[:0x80], _LENGTH[0xC2:0xE0], _LENGTH[0xE0:0xF0], _LENGTH[0xF0:0xF5] = 1, 2, 3, 4
@@ -67,6 +67,13 @@ class Table:
         two = (points >= 0x80) & (points < 0x800)
         by_second_first[0x80 | (points[two] & 0x3F), 0xC0 | (points[two] >> 6)] = values[two]
 
+    def by_byte(self) -> bytes:
+        """For ``bytes.translate`` (uint8 values only): ASCII characters' values, 1 at continuation
+        bytes (like ``by_pair``), 0 at lead bytes (their characters need decoding)."""
+        table = np.zeros(256, dtype=np.uint8)
+        table[:0x80], table[0x80:0xC0] = self.by_code_point[:0x80], 1
+        return table.tobytes()
+
 
 def decode_at(buf: np.ndarray, at: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
     """Code points and byte lengths of the characters starting at offsets ``at`` of ``buf``, which
@@ -111,7 +118,7 @@ class Scanner:
         self._values = np.empty(0, dtype=table.by_pair.dtype)  # per byte: the value of the character starting there
         self._starts = np.empty(0, dtype=bool)                 # per byte: whether a character starts there
         self._out = np.empty(0, dtype=table.by_pair.dtype)
-        self._scratch, self._flags = np.empty(BLOCK, dtype=np.uint8), np.empty(BLOCK, dtype=bool)
+        self._flags = np.empty(BLOCK, dtype=bool)
         _prefer_heap_memory()
 
     def scan(self, data: bytes, lo: int, hi: int, learn: Learn) -> np.ndarray:
@@ -127,7 +134,7 @@ class Scanner:
         if len(self._values) < n:
             self._values, self._starts, self._out = (np.empty(n, dtype=a.dtype) for a in (self._values, self._starts, self._out))
         values, starts = self._values[:n], self._starts[:n]
-        count = self._map(data, lo, hi, values, starts, learn)
+        count, values = self._map(data, lo, hi, values, starts, learn)
         if 16 * (n - count) < n:  # few continuation bytes: a mask copies long runs
             return values[starts]
         out, done = self._out[:count], 0
@@ -137,24 +144,33 @@ class Scanner:
             done += len(at)
         return out
 
-    def _map(self, data: bytes, lo: int, hi: int, values: np.ndarray, starts: np.ndarray, learn: Learn) -> int:
-        """Fill ``values`` and ``starts`` for ``data[lo:hi]``; the number of characters."""
+    def _map(self, data: bytes | bytearray, lo: int, hi: int, values: np.ndarray, starts: np.ndarray,
+             learn: Learn) -> tuple[int, np.ndarray]:
+        """Fill ``starts`` for ``data[lo:hi]``; the number of characters and the value at each byte
+        (in ``values``, or in a new array)."""
         table, n = self.table, hi - lo
         if n == 0:
-            return 0
+            return 0, values
         buf = np.frombuffer(data, dtype=np.uint8)
-        # the pair at each byte (overlapping little-endian uint16); the last one reads the byte after hi, or 0
-        pairs = np.ndarray((n - 1,), dtype="<u2", buffer=data, offset=lo, strides=(1,))
-        values[n - 1] = table.by_pair[int(buf[hi - 1]) | (int(buf[hi]) << 8 if hi < len(buf) else 0)]
+        signed = buf[lo:hi].view(np.int8)
+        np.greater_equal(signed, -64, out=starts)  # not a continuation byte (0x80..0xBF)
+        count = int(np.count_nonzero(starts))
+        by_byte = table.by_pair.dtype == np.uint8 and 16 * (n - count) < n
+        if by_byte:  # few multi-byte characters: a value per byte at memory speed, the rest decoded below
+            translated = data.translate(table.by_byte())
+            values = np.frombuffer(translated if isinstance(translated, bytearray) else bytearray(translated),
+                                   dtype=np.uint8, count=n, offset=lo)
+        else:  # the pair at each byte (overlapping little-endian uint16); the last reads the byte after hi, or 0
+            pairs = np.ndarray((n - 1,), dtype="<u2", buffer=data, offset=lo, strides=(1,))
+            values[n - 1] = table.by_pair[int(buf[hi - 1]) | (int(buf[hi]) << 8 if hi < len(buf) else 0)]
         pending: list[np.ndarray] = []  # offsets of characters to decode one by one
-        waiting = two_byte_leads = claimed = 0
+        waiting = below_e0 = claimed = 0
         for a in range(0, n, BLOCK):
             b = min(a + BLOCK, n)
-            table.by_pair.take(pairs[a:min(b, n - 1)], out=values[a:min(b, n - 1)])
-            block, s, f = buf[lo + a:lo + b], self._scratch[:b - a], self._flags[:b - a]
-            np.greater_equal(block.view(np.int8), -64, out=starts[a:b])  # not 0x80..0xBF
-            np.less(np.subtract(block, np.uint8(0xC2), out=s), np.uint8(0xE0 - 0xC2), out=f)
-            two_byte_leads += int(np.count_nonzero(f))
+            if not by_byte:
+                table.by_pair.take(pairs[a:min(b, n - 1)], out=values[a:min(b, n - 1)])
+            f = self._flags[:b - a]
+            below_e0 += int(np.count_nonzero(np.less(signed[a:b], -32, out=f)))  # 0x80..0xDF
             at = np.flatnonzero(np.equal(values[a:b], 0, out=f))
             if len(at):
                 pending.append(at + a)
@@ -170,7 +186,8 @@ class Scanner:
                     learn(*first_of_each(points[missing], at[missing]), starts)
                     found = table.by_code_point[points]
                 values[at] = found
-        count = int(np.count_nonzero(starts))
-        if n - count != two_byte_leads + claimed:
-            raise InvalidUtf8  # a continuation byte without a lead
-        return count
+        # every continuation byte must belong to a character: two-byte leads (0xC2..0xDF, the bytes
+        # below 0xE0 that are not continuation bytes; 0xC0 and 0xC1 failed decoding) own one each
+        if 2 * (n - count) != below_e0 + claimed:
+            raise InvalidUtf8
+        return count, values
