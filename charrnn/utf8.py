@@ -18,10 +18,14 @@ import numpy as np
 MAX_CODE_POINT = 0x110000
 BLOCK = 1 << 16  # bytes per step of the vectorised work: small enough to stay in the core's cache
 
-_LENGTH = np.zeros(256, dtype=np.int64)  # bytes in a character with this lead byte; 0: not a lead
+_LENGTH = np.zeros(256, dtype=np.uint8)  # bytes in a character with this lead byte; 0: not a lead
 _LENGTH[:0x80], _LENGTH[0xC2:0xE0], _LENGTH[0xE0:0xF0], _LENGTH[0xF0:0xF5] = 1, 2, 3, 4
-_LEAD_BITS = np.array([0, 0x7F, 0x1F, 0x0F, 0x07])
-_SMALLEST = np.array([MAX_CODE_POINT, 0, 0x80, 0x800, 0x10000])  # by length: longer forms are invalid
+_LEAD_BITS = np.array([0, 0x7F, 0x1F, 0x0F, 0x07], dtype=np.uint32)  # by length: the code point's bits in the lead
+_SHIFT = np.array([0, 18, 12, 6, 0], dtype=np.uint32)  # by length: to drop the bytes after the character
+_CONTINUATION_MASK = np.array([0, 0, 0xC000, 0xC0C000, 0xC0C0C000], dtype=np.uint32)  # by length, on a 4-byte word
+_CONTINUATION_BITS = np.array([0, 0, 0x8000, 0x808000, 0x80808000], dtype=np.uint32)
+_SMALLEST = np.array([MAX_CODE_POINT, 0, 0x80, 0x800, 0x10000], dtype=np.uint32)  # by length: shorter forms exist
+_FOUR = np.arange(4)
 
 
 class InvalidUtf8(ValueError):
@@ -78,15 +82,13 @@ class Table:
 def decode_at(buf: np.ndarray, at: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
     """Code points and byte lengths of the characters starting at offsets ``at`` of ``buf``, which
     must end by ``end``."""
-    lead = buf[at]
+    # the four bytes from each start as one little-endian word: lead | next << 8 | ...
+    words = buf.take(at[:, None] + _FOUR, mode="clip").view("<u4")[:, 0]
+    lead = words & 0xFF
     length = _LENGTH[lead]
-    points = lead & _LEAD_BITS[length]
-    valid = (length > 0) & (at + length <= end)
-    for k in (1, 2, 3):
-        more = length > k
-        byte = buf.take(at + k, mode="clip").astype(np.int64)
-        valid &= ~more | ((byte & 0xC0) == 0x80)
-        points = np.where(more, (points << 6) | (byte & 0x3F), points)
+    valid = (length > 0) & (at + length <= end) & ((words & _CONTINUATION_MASK[length]) == _CONTINUATION_BITS[length])
+    points = ((lead & _LEAD_BITS[length]) << 18 | (words >> 8 & 0x3F) << 12 | (words >> 16 & 0x3F) << 6
+              | words >> 24 & 0x3F) >> _SHIFT[length]
     valid &= (points >= _SMALLEST[length]) & (points < MAX_CODE_POINT) & ((points < 0xD800) | (points > 0xDFFF))
     if not valid.all():
         raise InvalidUtf8
@@ -138,10 +140,10 @@ class Scanner:
         if 16 * (n - count) < n:  # few continuation bytes: a mask copies long runs
             return values[starts]
         out, done = self._out[:count], 0
-        for a in range(0, n, BLOCK):  # many: gather by index, block by block (a mask would branch on each)
-            at = np.flatnonzero(starts[a:a + BLOCK])
-            np.take(values[a:a + BLOCK], at, out=out[done:done + len(at)])
-            done += len(at)
+        for a in range(0, n, BLOCK):  # many: compress block by block (a mask would branch on each byte)
+            kept = int(np.count_nonzero(starts[a:a + BLOCK]))
+            np.compress(starts[a:a + BLOCK], values[a:a + BLOCK], out=out[done:done + kept])
+            done += kept
         return out
 
     def _map(self, data: bytes | bytearray, lo: int, hi: int, values: np.ndarray, starts: np.ndarray,
