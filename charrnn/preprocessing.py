@@ -78,6 +78,15 @@ def _as_bytes(points: np.ndarray) -> bytes | bytearray:
 
 def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[tuple[int, int]]:
     """(first index, token) of the tokens of ``points`` not yet ``seen``, in order; marks them seen."""
+    # 1. which are unseen anywhere in the chunk (usually none)
+    if points.dtype == np.uint8:  # bytes.translate deletes the seen bytes at memory speed
+        known = np.flatnonzero(seen[:256]).astype(np.uint8).tobytes()
+        missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
+    else:
+        present = np.flatnonzero(np.bincount(points))
+        missing = present[seen[present] == 0]
+    if len(missing) == 0:
+        return []
     found: list[tuple[int, int]] = []
 
     def record(values: np.ndarray, first: np.ndarray) -> None:
@@ -85,16 +94,9 @@ def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[tuple[int
         found.extend(zip(first[new].tolist(), values[new].tolist()))
         seen[values[new]] = 1
 
-    # 1. most characters first appear early: look at the head of the chunk
+    # 2. where each first appears: most characters first appear early, so look at the head first
     record(*np.unique(points[:1 << 16], return_index=True))
-    # 2. whatever else is still unseen anywhere in the chunk
-    if points.dtype == np.uint8:  # bytes.translate deletes the seen bytes at memory speed
-        known = np.flatnonzero(seen[:256]).astype(np.uint8).tobytes()
-        missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
-    else:
-        present = np.flatnonzero(np.bincount(points))
-        missing = present[seen[present] == 0]
-    # 3. where each of those first appears
+    missing = missing[seen[missing] == 0]
     if len(missing) > 16:
         record(*np.unique(points, return_index=True))
     else:
@@ -268,7 +270,7 @@ class Utf8Text:
     def count(self) -> int:
         """Characters in the corpus, counted as the bytes that are not continuation bytes
         (:meth:`encode` checks that the bytes are valid UTF-8)."""
-        return sum(utf8.count(data, 0, n) for _, data, n in self._chunks())
+        return sum(n if data.isascii() else utf8.count(data, 0, n) for _, data, n in self._chunks())
 
     def encode(self, ids: TokenIds, table_dtype: type) -> Iterator[np.ndarray]:
         """The corpus as token ids, learning each new token's id as it first appears."""
