@@ -17,6 +17,7 @@ import numpy as np
 
 MAX_CODE_POINT = 0x110000
 BLOCK = 1 << 16  # bytes per step of the vectorised work: small enough to stay in the core's cache
+_BATCH = 1 << 16  # characters decoded one by one per step
 
 _LENGTH = np.zeros(256, dtype=np.uint8)  # bytes in a character with this lead byte; 0: not a lead
 _LENGTH[:0x80], _LENGTH[0xC2:0xE0], _LENGTH[0xE0:0xF0], _LENGTH[0xF0:0xF5] = 1, 2, 3, 4
@@ -120,7 +121,7 @@ class Scanner:
         self._values = np.empty(0, dtype=table.by_pair.dtype)  # per byte: the value of the character starting there
         self._starts = np.empty(0, dtype=bool)                 # per byte: whether a character starts there
         self._out = np.empty(0, dtype=table.by_pair.dtype)
-        self._flags = np.empty(BLOCK, dtype=bool)
+        self._flags = np.empty(0, dtype=bool)
         _prefer_heap_memory()
 
     def scan(self, data: bytes, lo: int, hi: int, learn: Learn) -> np.ndarray:
@@ -134,7 +135,8 @@ class Scanner:
         """
         n = hi - lo
         if len(self._values) < n:
-            self._values, self._starts, self._out = (np.empty(n, dtype=a.dtype) for a in (self._values, self._starts, self._out))
+            self._values, self._starts, self._out, self._flags = (
+                np.empty(n, dtype=a.dtype) for a in (self._values, self._starts, self._out, self._flags))
         values, starts = self._values[:n], self._starts[:n]
         count, values = self._map(data, lo, hi, values, starts, learn)
         if 16 * (n - count) < n:  # few continuation bytes: a mask copies long runs
@@ -154,42 +156,51 @@ class Scanner:
         if n == 0:
             return 0, values
         buf = np.frombuffer(data, dtype=np.uint8)
-        signed = buf[lo:hi].view(np.int8)
+        signed, flags = buf[lo:hi].view(np.int8), self._flags[:n]
         np.greater_equal(signed, -64, out=starts)  # not a continuation byte (0x80..0xBF)
         count = int(np.count_nonzero(starts))
-        by_byte = table.by_pair.dtype == np.uint8 and 16 * (n - count) < n
-        if by_byte:  # few multi-byte characters: a value per byte at memory speed, the rest decoded below
+        below_e0 = int(np.count_nonzero(np.less(signed, -32, out=flags)))  # 0x80..0xDF
+        claimed = 0  # continuation bytes of the characters decoded one by one, beyond one each
+        if table.by_pair.dtype == np.uint8 and 16 * (n - count) < n:
+            # few multi-byte characters: a value per byte at memory speed, then decode those left at 0
             translated = data.translate(table.by_byte())
             values = np.frombuffer(translated if isinstance(translated, bytearray) else bytearray(translated),
                                    dtype=np.uint8, count=n, offset=lo)
+            claimed = self._settle(buf, lo, hi, np.flatnonzero(np.equal(values, 0, out=flags)), values, starts, learn)
         else:  # the pair at each byte (overlapping little-endian uint16); the last reads the byte after hi, or 0
             pairs = np.ndarray((n - 1,), dtype="<u2", buffer=data, offset=lo, strides=(1,))
             values[n - 1] = table.by_pair[int(buf[hi - 1]) | (int(buf[hi]) << 8 if hi < len(buf) else 0)]
-        pending: list[np.ndarray] = []  # offsets of characters to decode one by one
-        waiting = below_e0 = claimed = 0
-        for a in range(0, n, BLOCK):
-            b = min(a + BLOCK, n)
-            if not by_byte:
+            pending: list[np.ndarray] = []  # offsets of characters to decode one by one
+            waiting = 0
+            for a in range(0, n, BLOCK):  # in blocks, so that what is learnt serves the next block
+                b = min(a + BLOCK, n)
                 table.by_pair.take(pairs[a:min(b, n - 1)], out=values[a:min(b, n - 1)])
-            f = self._flags[:b - a]
-            below_e0 += int(np.count_nonzero(np.less(signed[a:b], -32, out=f)))  # 0x80..0xDF
-            at = np.flatnonzero(np.equal(values[a:b], 0, out=f))
-            if len(at):
-                pending.append(at + a)
-                waiting += len(at)
-            if pending and (waiting >= 1 << 16 or b == n):  # decode in batches: few calls, bounded memory
-                at = np.concatenate(pending)
-                pending, waiting = [], 0
-                points, length = decode_at(buf, lo + at, hi)
-                claimed += int((length - 1)[length > 2].sum())
-                found = table.by_code_point[points]
-                missing = found == 0
-                if missing.any():
-                    learn(*first_of_each(points[missing], at[missing]), starts)
-                    found = table.by_code_point[points]
-                values[at] = found
+                at = np.flatnonzero(np.equal(values[a:b], 0, out=flags[a:b]))
+                if len(at):
+                    pending.append(at + a)
+                    waiting += len(at)
+                if pending and (waiting >= _BATCH or b == n):
+                    claimed += self._settle(buf, lo, hi, np.concatenate(pending), values, starts, learn)
+                    pending, waiting = [], 0
         # every continuation byte must belong to a character: two-byte leads (0xC2..0xDF, the bytes
         # below 0xE0 that are not continuation bytes; 0xC0 and 0xC1 failed decoding) own one each
         if 2 * (n - count) != below_e0 + claimed:
             raise InvalidUtf8
         return count, values
+
+    def _settle(self, buf: np.ndarray, lo: int, hi: int, at: np.ndarray, values: np.ndarray,
+                starts: np.ndarray, learn: Learn) -> int:
+        """Decode the characters at offsets ``at`` (from ``lo``) into ``values``, learning new ones,
+        in batches (few calls, bounded memory); the continuation bytes they hold beyond one each."""
+        claimed = 0
+        for i in range(0, len(at), _BATCH):
+            part = at[i:i + _BATCH]
+            points, length = decode_at(buf, lo + part, hi)
+            claimed += int((length - 1)[length > 2].sum())
+            found = self.table.by_code_point[points]
+            missing = found == 0
+            if missing.any():
+                learn(*first_of_each(points[missing], part[missing]), starts)
+                found = self.table.by_code_point[points]
+            values[part] = found
+        return claimed
