@@ -78,13 +78,16 @@ def _as_bytes(points: np.ndarray) -> bytes | bytearray:
 
 def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[tuple[int, int]]:
     """(first index, token) of the tokens of ``points`` not yet ``seen``, in order; marks them seen."""
-    # 1. which are unseen anywhere in the chunk (usually none)
-    if points.dtype == np.uint8:  # bytes.translate deletes the seen bytes at memory speed
-        known = np.flatnonzero(seen[:256]).astype(np.uint8).tobytes()
-        missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
-    else:
-        present = np.flatnonzero(np.bincount(points))
-        missing = present[seen[present] == 0]
+    # code points: the unseen ones and where each first appears; bytes: 1. which are unseen (usually none)
+    if points.dtype != np.uint8:
+        unseen = np.flatnonzero(seen[points] == 0)
+        if len(unseen) == 0:
+            return []
+        tokens, first = utf8.first_of_each(points[unseen], unseen)
+        seen[tokens] = 1
+        return list(zip(first.tolist(), tokens.tolist()))
+    known = np.flatnonzero(seen[:256]).astype(np.uint8).tobytes()  # bytes.translate deletes them at memory speed
+    missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
     if len(missing) == 0:
         return []
     found: list[tuple[int, int]] = []
@@ -267,6 +270,12 @@ class Utf8Text:
                 raise _not_valid(self.path, self.encoding, offset + exc.start, exc.reason) from None
             raise _not_valid(self.path, self.encoding, offset, "invalid data") from None
 
+    def _decode(self, offset: int, data: bytes | bytearray, n: int) -> np.ndarray:
+        try:
+            return _to_code_points(codecs.utf_8_decode(data[:n], "strict", True)[0])
+        except UnicodeDecodeError as exc:
+            raise _not_valid(self.path, self.encoding, offset + exc.start, exc.reason) from None
+
     def count(self) -> int:
         """Characters in the corpus, counted as the bytes that are not continuation bytes
         (:meth:`encode` checks that the bytes are valid UTF-8)."""
@@ -276,23 +285,28 @@ class Utf8Text:
         """The corpus as token ids, learning each new token's id as it first appears."""
         table = utf8.Table(table_dtype)
         scanner = utf8.Scanner(table)
+        seen = np.zeros(utf8.MAX_CODE_POINT, dtype=np.uint8)  # the characters in the table
 
         def learn(tokens: list[int], indices: list[int]) -> None:
             if self.lowercase and any(t == 0x3A3 or len(chr(t).lower()) != 1 for t in tokens):
                 raise _NeedsDecoding
             table.set(tokens, [ids.id(ord(chr(t).lower()) if self.lowercase else t, i) for t, i in zip(tokens, indices)])
+            seen[tokens] = 1
 
         total = 0
         for offset, data, n in self._chunks():
-            if data.isascii():
-                points = np.frombuffer(data, dtype=np.uint8)
-                new = _new_tokens_in_order(points, (table.by_code_point[:256] != 0).astype(np.uint8))
+            ascii_only = data.isascii()
+            if ascii_only or utf8.mostly_long_characters(data, n):
+                # ASCII bytes are their own code points; CJK and the like decode faster through Python
+                points = np.frombuffer(data, dtype=np.uint8) if ascii_only else self._decode(offset, data, n)
+                new = _new_tokens_in_order(points, seen)
                 if new:
                     learn([t for _, t in new], [total + i for i, _ in new])
-                byte_ids = table.by_code_point[:256]
-                yield np.frombuffer(data.translate(byte_ids.tobytes()), np.uint8) if table_dtype == np.uint8 \
-                    else byte_ids[points]
-                total += n
+                if ascii_only and table_dtype == np.uint8:  # translate at memory speed
+                    yield np.frombuffer(data.translate(table.by_code_point[:256].tobytes()), dtype=np.uint8)
+                else:
+                    yield table.by_code_point[points]
+                total += len(points)
                 continue
 
             def learn_bytes(points: np.ndarray, where: np.ndarray, starts: np.ndarray, base: int = total) -> None:

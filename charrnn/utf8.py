@@ -54,6 +54,12 @@ def count(data: bytes, lo: int, hi: int) -> int:
     return total
 
 
+def mostly_long_characters(data: bytes | bytearray, n: int) -> bool:
+    """Whether three- and four-byte characters (CJK, emoji...) fill much of ``data[:n]``: decoding
+    each of them on its own costs more than Python's decoder."""
+    return 8 * int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8, count=n) >= 0xE0)) > n
+
+
 class Table:
     """A value (0 = none) for each code point, laid out for :func:`scan`."""
 

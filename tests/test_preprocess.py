@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import h5py
 import numpy as np
 import pytest
 
-from charrnn import Vocabulary, preprocess
+from charrnn import Vocabulary, preprocess, utf8
 from charrnn.errors import CharRNNError
 
 from .conftest import SPEECHES, assert_one_line_error
@@ -269,8 +270,9 @@ def test_utf8_as_bytes_mode(tmp_path, chunk_bytes):
     b"never \xff", b"lead then ascii \xe2A\x80", b"4-byte \xf0\x9f\x99 cut",
 ])
 @pytest.mark.parametrize("chunk_bytes", [3, 1 << 20])
-def test_invalid_utf8_names_the_first_bad_byte(cli, tmp_path, bad, chunk_bytes):
-    data = "ок ".encode("utf-8") * 5 + bad + " конец".encode("utf-8")
+@pytest.mark.parametrize("script", ["ок ", "日本語"])  # two-byte text is scanned, CJK decoded by Python
+def test_invalid_utf8_names_the_first_bad_byte(cli, tmp_path, bad, chunk_bytes, script):
+    data = script.encode("utf-8") * 5 + bad + " конец".encode("utf-8")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -293,3 +295,37 @@ def test_utf8_codec_aliases_give_the_same_files(tmp_path):
     (a, ja), (b, jb), (c, jc) = outputs
     assert ja == jb and all(np.array_equal(a[k], b[k]) for k in a)
     assert len(jc["token_to_idx"]) > len(ja["token_to_idx"])  # latin-1 reads each byte as a character
+
+
+def test_utf8_scanner_agrees_with_python_on_random_bytes():
+    # charrnn.utf8 on its own, in blocks far smaller than in use: every character's value, and
+    # exactly the byte strings Python's strict codec refuses
+    rng = random.Random(0)
+    alphabet = "aZ \r\n\x7f\x80é\u07ff\u0800—’\ufeffЖё\uffff\U00010000🙂\U0010ffff"
+    pieces = [b"A", b"\x80", b"\xbf", b"\xc0", b"\xc2", b"\xdf", b"\xe0", b"\xed", b"\xa0", b"\x9f", b"\xef",
+              b"\xf0", b"\xf4", b"\x90", b"\x8f", b"\xf5", b"\xff"]
+    old_block, utf8.BLOCK = utf8.BLOCK, 8
+    try:
+        for _ in range(300):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
+            table = utf8.Table(np.uint32)
+            known = sorted(set(text))[::2]
+            table.set([ord(c) for c in known], [ord(c) for c in known])
+            data = text.encode("utf-8")
+            values = utf8.Scanner(table).scan(data, 0, len(data), lambda points, where, starts: None)
+            assert values.tolist() == [ord(c) if c in known else 0 for c in text]
+        for _ in range(3000):
+            data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+            try:
+                data.decode("utf-8")
+                valid = True
+            except UnicodeDecodeError:
+                valid = False
+            table = utf8.Table(np.uint8)
+            try:
+                utf8.Scanner(table).scan(data, 0, len(data), lambda points, where, starts: table.set(points, 1))
+                assert valid, data
+            except utf8.InvalidUtf8:
+                assert not valid, data
+    finally:
+        utf8.BLOCK = old_block
