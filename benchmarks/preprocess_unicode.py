@@ -124,7 +124,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="charrnn-prep-", dir=args.workdir) as tmp:
         corpora = build_corpora(Path(tmp), args.mb, args.data)
         print(f"CPU: {cpu_name()}; {args.mb} MB corpora, {args.repeat} runs each, runs of the trees interleaved")
-        print("MB/s: wall clock, best / median; per CPU s: the same bytes over user+sys CPU time (steadier on shared cores)")
+        print("MB/s: wall clock, best / median; per CPU s: the same bytes over user+sys CPU time "
+              "(steadier on shared cores)")
         header = "| corpus | " + " | ".join(f"{t}: MB/s | {t}: per CPU s | {t}: peak RSS" for t in trees)
         print(header + (" | speed-up (best wall, best CPU) |" if len(trees) > 1 else " |"))
         print("|---" * (1 + 3 * len(trees) + (len(trees) > 1)) + "|")

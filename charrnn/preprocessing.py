@@ -131,7 +131,8 @@ class TokenIds:
         self.unknown: list[int] = []
         self._ids = {token: i for i, token in enumerate(self.tokens, 1)}
         self._closed = known is not None
-        self._train_size, self._unknown_char, self._byte_mode, self._largest = train_size, unknown_char, byte_mode, largest
+        self._train_size, self._unknown_char = train_size, unknown_char
+        self._byte_mode, self._largest = byte_mode, largest
         self._unknown_id: int | None = None
 
     @property
@@ -290,7 +291,8 @@ class Utf8Text:
         def learn(tokens: list[int], indices: list[int]) -> None:
             if self.lowercase and any(t == 0x3A3 or len(chr(t).lower()) != 1 for t in tokens):
                 raise _NeedsDecoding
-            table.set(tokens, [ids.id(ord(chr(t).lower()) if self.lowercase else t, i) for t, i in zip(tokens, indices)])
+            as_token = (lambda t: ord(chr(t).lower())) if self.lowercase else (lambda t: t)  # noqa: E731
+            table.set(tokens, [ids.id(as_token(t), i) for t, i in zip(tokens, indices)])
             seen[tokens] = 1
 
         total = 0

@@ -2,7 +2,8 @@
 
 A character's value comes from a table indexed by the two bytes it starts with, read as one
 little-endian uint16: one gather over the bytes settles ASCII and two-byte characters (accents,
-Cyrillic, Greek, Hebrew, Arabic...). The few starts it leaves at 0 (three- and four-byte
+Cyrillic, Greek, Hebrew, Arabic...). Text with few multi-byte characters takes a 256-entry byte
+table instead (``bytes.translate``, memory speed). The few starts left at 0 (three- and four-byte
 characters such as curly quotes, dashes, the BOM and emoji; characters not in the table; invalid
 lead bytes) are decoded on their own, still vectorised. Counting continuation bytes then proves
 that every one of them belongs to a character, so invalid UTF-8 never passes.
@@ -10,7 +11,6 @@ that every one of them belongs to a character, so invalid UTF-8 never passes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -61,7 +61,7 @@ def mostly_long_characters(data: bytes | bytearray, n: int) -> bool:
 
 
 class Table:
-    """A value (0 = none) for each code point, laid out for :func:`scan`."""
+    """A value (0 = none) for each code point, laid out for :class:`Scanner`."""
 
     def __init__(self, dtype) -> None:
         self.by_pair = np.zeros(1 << 16, dtype=dtype)  # [first byte | second byte << 8]
@@ -116,7 +116,7 @@ def _prefer_heap_memory() -> None:
     """glibc's malloc serves blocks above its mmap threshold (128 KiB at first) with fresh pages,
     a page fault per 4 KiB, on every call; freeing one big block raises the threshold, so that the
     index arrays made for each block reuse heap memory instead (measured: 5x fewer page faults)."""
-    np.empty(32 * BLOCK, dtype=np.uint8)
+    np.empty(8 << 20, dtype=np.uint8)
 
 
 class Scanner:

@@ -211,7 +211,8 @@ def test_utf8_bytes_path_matches_torch_rnn(tmp_path, name, chunk_bytes):
 @pytest.mark.parametrize("chunk_bytes", [3, 7, 1 << 20])
 def test_utf8_vocabulary_past_255_tokens(tmp_path, chunk_bytes):
     # ids outgrow uint8 mid-corpus: the job starts again with uint32 and still matches torch-rnn
-    text = "ascii first, then many characters: " + "".join(chr(0x4E00 + 7 * i) + chr(0x410 + i % 64) for i in range(300))
+    many = "".join(chr(0x4E00 + 7 * i) + chr(0x410 + i % 64) for i in range(300))
+    text = "ascii first, then many characters: " + many
     token_to_idx, expected, dtype = torch_rnn_oracle(text * 2)
     splits, vocab_json = encode_with(tmp_path, text * 2, "big", chunk_bytes=chunk_bytes)
     assert dtype == np.uint32 and vocab_json["token_to_idx"] == token_to_idx
