@@ -1,12 +1,13 @@
 """Preprocessing speed and peak memory on ASCII, real-world UTF-8 and Cyrillic/Latin corpora.
 
-    python benchmarks/preprocess_unicode.py [--mb 100] [--repeat 3] [--against /work/main]
+    python benchmarks/preprocess_unicode.py [--mb 100] [--repeat 3] [--against ../other-checkout] [--data DIR]
 
 Builds three corpora of about ``--mb`` MB in a temporary folder: pure ASCII (tiny-shakespeare
 repeated), speeches.txt repeated (UTF-8 with a BOM, CRLF, curly quotes and dashes) and mixed
 Cyrillic and Latin words (deterministic). Each job runs ``charrnn.preprocess`` in a fresh process
 that reports its own peak RSS; jobs are repeated (the cores may be shared) and the best and
-median MB/s are printed. ``--against`` names another charrnn source tree to run side by side.
+median MB/s are printed, by wall clock (timed like ``charrnn preprocess`` times itself) and by
+CPU time. ``--against`` names another charrnn source tree to run side by side, interleaved.
 """
 
 from __future__ import annotations
