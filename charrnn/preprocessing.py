@@ -1,9 +1,11 @@
 """Turn a text corpus into torch-rnn's HDF5 + JSON files, vectorised and in bounded memory.
 
-The corpus is read twice in chunks (an incremental decoder keeps multi-byte characters
-whole across chunk boundaries): the first pass finds the vocabulary in order of first
-appearance and counts the tokens, the second maps each chunk to ids with a lookup table and
-writes it straight into the train/val/test datasets.
+The corpus is read twice in chunks: the first pass counts the tokens (which fixes the split
+sizes), the second maps each chunk to ids with lookup tables and writes it straight into the
+train/val/test datasets. Ids go to tokens in order of first appearance as the second pass meets
+them, which is torch-rnn's order. UTF-8 is mapped from its raw bytes with NumPy
+(:mod:`charrnn.utf8`), so counting it is nearly free; other codecs go through Python's
+incremental decoder, which keeps multi-byte characters whole across chunk boundaries.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from . import utf8
 from .errors import CharRNNError
 from .fileio import atomic_path, check_readable_file
 from .vocab import Vocabulary
 
-CHUNK_BYTES = 1 << 24  # 16 MiB of input per chunk
-_MAX_CODE_POINT = 0x110000
+CHUNK_BYTES = 1 << 20  # 4 MiB of input per chunk
 _ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "cp1252"}
 
 
@@ -63,97 +65,276 @@ def _check_encoding(encoding: str) -> None:
         raise CharRNNError(f"unknown encoding {encoding!r} (use a Python codec name such as utf-8 or latin-1, or 'bytes')") from None
 
 
+def _not_valid(path: Path, encoding: str, where: int, reason: str) -> CharRNNError:
+    return CharRNNError(f"{path}: not valid {encoding} at byte {max(where, 0)} ({reason}); "
+                        "pass the right --encoding, or --encoding bytes to model raw bytes")
+
+
+def _as_bytes(points: np.ndarray) -> bytes | bytearray:
+    """The bytes behind a uint8 array, without a copy when it was made from bytes."""
+    base = points.base
+    return base if isinstance(base, (bytes, bytearray)) and len(base) == points.nbytes else points.tobytes()
+
+
+def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[tuple[int, int]]:
+    """(first index, token) of the tokens of ``points`` not yet ``seen``, in order; marks them seen."""
+    # code points: the unseen ones and where each first appears; bytes: 1. which are unseen (usually none)
+    if points.dtype != np.uint8:
+        unseen = np.flatnonzero(seen[points] == 0)
+        if len(unseen) == 0:
+            return []
+        tokens, first = utf8.first_of_each(points[unseen], unseen)
+        seen[tokens] = 1
+        return list(zip(first.tolist(), tokens.tolist()))
+    known = np.flatnonzero(seen[:256]).astype(np.uint8).tobytes()  # bytes.translate deletes them at memory speed
+    missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
+    if len(missing) == 0:
+        return []
+    found: list[tuple[int, int]] = []
+
+    def record(values: np.ndarray, first: np.ndarray) -> None:
+        new = seen[values] == 0
+        found.extend(zip(first[new].tolist(), values[new].tolist()))
+        seen[values[new]] = 1
+
+    # 2. where each first appears: most characters first appear early, so look at the head first
+    record(*np.unique(points[:1 << 16], return_index=True))
+    missing = missing[seen[missing] == 0]
+    if len(missing) > 16:
+        record(*np.unique(points, return_index=True))
+    else:
+        for value in missing.tolist():
+            found.append((int(np.argmax(points == value)), value))
+            seen[value] = 1
+    return sorted(found)
+
+
+class _TooManyTokens(Exception):
+    """More tokens than the id tables' dtype holds: start again with wider tables."""
+
+
+class _NeedsDecoding(Exception):
+    """Lowercasing this text needs context (Greek capital sigma) or changes its length ('İ')."""
+
+
+class TokenIds:
+    """Token ids handed out as tokens first appear (torch-rnn's order), or fixed by a known vocabulary.
+
+    Tokens outside the vocabulary (any new token with a known vocabulary; with ``train_size``, a
+    token first seen after the training split) are collected in ``unknown`` and take the id of
+    ``unknown_char`` (a placeholder while there is none: the caller reports them all at the end).
+    """
+
+    def __init__(self, known: Vocabulary | None, train_size: int | None, unknown_char: str | None,
+                 byte_mode: bool, largest: int) -> None:
+        self.tokens: list[int] = list(known.tokens) if known else []
+        self.unknown: list[int] = []
+        self._ids = {token: i for i, token in enumerate(self.tokens, 1)}
+        self._closed = known is not None
+        self._train_size, self._unknown_char = train_size, unknown_char
+        self._byte_mode, self._largest = byte_mode, largest
+        self._unknown_id: int | None = None
+
+    @property
+    def counts_positions(self) -> bool:
+        """Whether :meth:`id` needs the true index of a token's first appearance."""
+        return self._train_size is not None and not self._closed
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(tuple(self.tokens), self._byte_mode)
+
+    def id(self, token: int, index: int) -> int:
+        """The id of ``token``, first seen at token ``index``."""
+        found = self._ids.get(token)
+        if found is None:
+            if self._closed or (self._train_size is not None and index >= self._train_size):
+                self._closed = True
+                self.unknown.append(token)
+                found = self._ids[token] = self._id_for_unknown()
+            else:
+                if len(self.tokens) == self._largest:
+                    raise _TooManyTokens
+                self.tokens.append(token)
+                found = self._ids[token] = len(self.tokens)
+        return found
+
+    def _id_for_unknown(self) -> int:
+        if self._unknown_id is None:
+            if self._unknown_char is None:
+                return 1
+            if len(self._unknown_char) != 1:
+                raise CharRNNError("--unknown-char must be a single character")
+            self._unknown_id = int(self.vocabulary().encode(self._unknown_char)[0])
+        return self._unknown_id
+
+
+class DecodedText:
+    """A corpus in any codec through Python's incremental decoder (which keeps multi-byte
+    characters whole across chunks), or as raw bytes."""
+
+    def __init__(self, path: Path, encoding: str, lowercase: bool, chunk_bytes: int) -> None:
+        self.path, self.encoding, self.lowercase, self.chunk_bytes = path, encoding, lowercase, chunk_bytes
+        self.byte_mode = encoding == "bytes"
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The corpus as arrays of code points (or byte values in ``bytes`` mode)."""
+        lowercase = self.lowercase
+        decoder = None if self.byte_mode else codecs.getincrementaldecoder(self.encoding)("strict")
+        ascii_compatible = not self.byte_mode and codecs.lookup(self.encoding).name in _ASCII_COMPATIBLE
+        offset = 0
+        with open(self.path, "rb") as f:
+            while True:
+                block = f.read(self.chunk_bytes)
+                final = not block
+                if decoder is None:
+                    if final:
+                        return
+                    yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
+                elif block and ascii_compatible and block.isascii() and not decoder.getstate()[0]:
+                    # ASCII bytes are their own code points: skip decoding and re-encoding
+                    yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
+                else:
+                    try:
+                        text = decoder.decode(block, final=final)
+                    except UnicodeDecodeError as exc:
+                        # exc.start counts from the bytes the decoder held back from the last block.
+                        where = offset - len(decoder.getstate()[0]) + exc.start
+                        raise _not_valid(self.path, self.encoding, where, exc.reason) from None
+                    if lowercase:
+                        text = text.lower()
+                    if text:
+                        yield _to_code_points(text)
+                if final:
+                    return
+                offset += len(block)
+
+    def count(self) -> int:
+        return sum(len(points) for points in self.chunks())
+
+    def encode(self, ids: TokenIds, table_dtype: type) -> Iterator[np.ndarray]:
+        """The corpus as token ids, learning each new token's id as it first appears."""
+        size = 256 if self.byte_mode else utf8.MAX_CODE_POINT
+        lookup, seen = np.zeros(size, dtype=table_dtype), np.zeros(size, dtype=np.uint8)
+        total = 0
+        for points in self.chunks():
+            for index, token in _new_tokens_in_order(points, seen):
+                lookup[token] = ids.id(token, total + index)
+            if lookup.dtype == np.uint8 and points.dtype == np.uint8:  # translate at memory speed
+                yield np.frombuffer(_as_bytes(points).translate(lookup[:256].tobytes()), dtype=np.uint8)
+            else:
+                yield lookup[points]
+            total += len(points)
+
+
 def _to_code_points(text: str) -> np.ndarray:
     if text.isascii():
         return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def read_code_points(path: Path, encoding: str = "utf-8", lowercase: bool = False,
-                     chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """Yield the corpus as arrays of code points (or byte values in ``bytes`` mode)."""
-    decoder = None if encoding == "bytes" else codecs.getincrementaldecoder(encoding)("strict")
-    ascii_compatible = encoding != "bytes" and codecs.lookup(encoding).name in _ASCII_COMPATIBLE
-    offset = 0
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk_bytes)
-            final = not block
-            if decoder is None:
-                if final:
+class Utf8Text:
+    """A UTF-8 corpus mapped from its raw bytes with NumPy (:mod:`charrnn.utf8`), never decoded
+    to a str. Lowercasing maps each character through ``str.lower`` once, in the tables; text
+    whose lowercase depends on context (Greek capital sigma) or changes length ('İ') needs
+    :class:`DecodedText` instead."""
+
+    def __init__(self, path: Path, encoding: str, lowercase: bool, chunk_bytes: int) -> None:
+        self.path, self.encoding, self.lowercase, self.chunk_bytes = path, encoding, lowercase, chunk_bytes
+
+    def _chunks(self) -> Iterator[tuple[int, bytearray | bytes, int]]:
+        """(file offset, data, n) per chunk: ``data[:n]`` holds whole characters; a character cut
+        by the end of a read is carried into the next chunk. ``data`` is one buffer, refilled
+        for each chunk (fresh memory for every read costs page faults)."""
+        size = max(self.chunk_bytes, 4)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        carry, offset = 0, 0
+        with open(self.path, "rb") as f:
+            while True:
+                got = f.readinto(view[carry:])
+                length = carry + got
+                if length == 0:
                     return
-                yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
-            elif block and ascii_compatible and block.isascii() and not decoder.getstate()[0]:
-                # ASCII bytes are their own code points: skip decoding and re-encoding
-                yield np.frombuffer(block.lower() if lowercase else block, dtype=np.uint8)
-            else:
-                try:
-                    text = decoder.decode(block, final=final)
-                except UnicodeDecodeError as exc:
-                    # exc.start counts from the bytes the decoder held back from the last block.
-                    where = offset - len(decoder.getstate()[0]) + exc.start
-                    raise CharRNNError(
-                        f"{path}: not valid {encoding} at byte {max(where, 0)} ({exc.reason}); "
-                        "pass the right --encoding, or --encoding bytes to model raw bytes"
-                    ) from None
-                if lowercase:
-                    text = text.lower()
-                if text:
-                    yield _to_code_points(text)
-            if final:
-                return
-            offset += len(block)
+                data = buf if length == size else bytes(view[:length])
+                n = utf8.whole_prefix(data) if got else length
+                yield offset, data, n
+                carry, offset = length - n, offset + n
+                view[:carry] = bytes(view[n:length])
+
+    def _scan(self, scanner: utf8.Scanner, offset: int, data: bytes, n: int, learn: utf8.Learn) -> np.ndarray:
+        try:
+            return scanner.scan(data, 0, n, learn)
+        except utf8.InvalidUtf8:
+            try:  # let Python's codec name the first bad byte and the reason
+                codecs.utf_8_decode(data[:n], "strict", True)
+            except UnicodeDecodeError as exc:
+                raise _not_valid(self.path, self.encoding, offset + exc.start, exc.reason) from None
+            raise _not_valid(self.path, self.encoding, offset, "invalid data") from None
+
+    def _decode(self, offset: int, data: bytes | bytearray, n: int) -> np.ndarray:
+        try:
+            return _to_code_points(codecs.utf_8_decode(data[:n], "strict", True)[0])
+        except UnicodeDecodeError as exc:
+            raise _not_valid(self.path, self.encoding, offset + exc.start, exc.reason) from None
+
+    def count(self) -> int:
+        """Characters in the corpus, counted as the bytes that are not continuation bytes
+        (:meth:`encode` checks that the bytes are valid UTF-8)."""
+        return sum(n if data.isascii() else utf8.count(data, 0, n) for _, data, n in self._chunks())
+
+    def encode(self, ids: TokenIds, table_dtype: type) -> Iterator[np.ndarray]:
+        """The corpus as token ids, learning each new token's id as it first appears."""
+        table = utf8.Table(table_dtype)
+        scanner = utf8.Scanner(table)
+        seen = np.zeros(utf8.MAX_CODE_POINT, dtype=np.uint8)  # the characters in the table
+
+        def learn(tokens: list[int], indices: list[int]) -> None:
+            if self.lowercase and any(t == 0x3A3 or len(chr(t).lower()) != 1 for t in tokens):
+                raise _NeedsDecoding
+            as_token = (lambda t: ord(chr(t).lower())) if self.lowercase else (lambda t: t)  # noqa: E731
+            table.set(tokens, [ids.id(as_token(t), i) for t, i in zip(tokens, indices)])
+            seen[tokens] = 1
+
+        total = 0
+        for offset, data, n in self._chunks():
+            ascii_only = data.isascii()
+            if ascii_only or utf8.mostly_long_characters(data, n):
+                # ASCII bytes are their own code points; CJK and the like decode faster through Python
+                points = np.frombuffer(data, dtype=np.uint8) if ascii_only else self._decode(offset, data, n)
+                new = _new_tokens_in_order(points, seen)
+                if new:
+                    learn([t for _, t in new], [total + i for i, _ in new])
+                if ascii_only and table_dtype == np.uint8:  # translate at memory speed
+                    yield np.frombuffer(data.translate(table.by_code_point[:256].tobytes()), dtype=np.uint8)
+                else:
+                    yield table.by_code_point[points]
+                total += len(points)
+                continue
+
+            def learn_bytes(points: np.ndarray, where: np.ndarray, starts: np.ndarray, base: int = total) -> None:
+                learn(points.tolist(), (base + _starts_before(starts, where)).tolist() if ids.counts_positions
+                      else [base] * len(points))
+
+            values = self._scan(scanner, offset, data, n, learn_bytes)
+            total += len(values)
+            yield values
 
 
-def _as_bytes(points: np.ndarray) -> bytes:
-    """The bytes behind a uint8 array, without a copy when it was made from bytes."""
-    base = points.base
-    return base if isinstance(base, bytes) and len(base) == points.nbytes else points.tobytes()
+def _starts_before(starts: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """How many of ``starts`` are True before each of the (sorted) offsets ``where``."""
+    before = np.empty(len(where), dtype=np.int64)
+    done, counted = 0, 0
+    for i, offset in enumerate(where.tolist()):
+        counted += int(np.count_nonzero(starts[done:offset]))
+        before[i], done = counted, offset
+    return before
 
 
-def _new_tokens_in_order(points: np.ndarray, seen: np.ndarray) -> list[int]:
-    """Tokens of ``points`` not yet ``seen``, in order of first appearance; marks them seen."""
-    found: list[tuple[int, int]] = []
-
-    def record(values: np.ndarray, first: np.ndarray) -> None:
-        new = ~seen[values]
-        found.extend(zip(first[new].tolist(), values[new].tolist()))
-        seen[values[new]] = True
-
-    # 1. most characters first appear early: look at the head of the chunk
-    record(*np.unique(points[:1 << 16], return_index=True))
-    # 2. whatever else is still unseen anywhere in the chunk
-    if points.dtype == np.uint8:  # bytes.translate deletes the seen bytes at memory speed
-        known = np.flatnonzero(seen[:256]).astype(np.uint8).tobytes()
-        missing = np.unique(np.frombuffer(_as_bytes(points).translate(None, known), dtype=np.uint8))
-    else:
-        present = np.flatnonzero(np.bincount(points))
-        missing = present[~seen[present]]
-    # 3. where each of those first appears
-    if len(missing) > 16:
-        record(*np.unique(points, return_index=True))
-    else:
-        for value in missing.tolist():
-            found.append((int(np.argmax(points == value)), value))
-            seen[value] = True
-    return [v for _, v in sorted(found)]
-
-
-def build_vocabulary(chunks: Iterator[np.ndarray], byte_mode: bool, known: Vocabulary | None = None,
-                     limit: int | None = None) -> tuple[list[int], int]:
-    """A pass over the corpus: the tokens not in ``known``, in order of first appearance, and the
-    token count. ``limit`` looks only at the first ``limit`` tokens (the training split)."""
-    seen = np.zeros(256 if byte_mode else _MAX_CODE_POINT, dtype=bool)
-    if known is not None:
-        seen[[t for t in known.tokens if t < len(seen)]] = True
-    tokens: list[int] = []
-    total = 0
-    for points in chunks:
-        if limit is not None:
-            points = points[:max(0, limit - total)]
-        total += len(points)
-        tokens += _new_tokens_in_order(points, seen)
-    return tokens, total
+def corpus_reader(path: Path, encoding: str, lowercase: bool, chunk_bytes: int = CHUNK_BYTES) -> DecodedText | Utf8Text:
+    """The fastest reader for ``encoding``: UTF-8 from its bytes, anything else through Python's codecs."""
+    if encoding != "bytes" and codecs.lookup(encoding).name == "utf-8":
+        return Utf8Text(path, encoding, lowercase, chunk_bytes)
+    return DecodedText(path, encoding, lowercase, chunk_bytes)
 
 
 def _describe(tokens: list[int], byte_mode: bool) -> str:
@@ -184,28 +365,38 @@ def _id_dtype(vocab: Vocabulary, dtype: str) -> np.dtype:
     return chosen
 
 
-def _vocabulary(path: Path, encoding: str, lowercase: bool, chunk_bytes: int, input_json, vocab_from: str,
-                val_frac: float, test_frac: float) -> tuple[Vocabulary, list[int], int]:
-    """The vocabulary to encode with, the corpus tokens outside it, and the token count."""
-    byte_mode = encoding == "bytes"
-    chunks = lambda: read_code_points(path, encoding, lowercase, chunk_bytes)  # noqa: E731
-    if input_json:
-        vocab = Vocabulary.load(input_json)
-        if vocab.byte_mode and not byte_mode:
-            raise CharRNNError(f"{input_json} is a byte vocabulary: add --encoding bytes")
-        if byte_mode and not vocab.byte_mode and max(vocab.tokens) > 127:
-            raise CharRNNError(f"{input_json} is a character vocabulary: drop --encoding bytes")
-        unknown, total = build_vocabulary(chunks(), byte_mode, known=vocab)
-        return Vocabulary(vocab.tokens, byte_mode or vocab.byte_mode), unknown, total
-    tokens, total = build_vocabulary(chunks(), byte_mode)
-    if vocab_from == "train":
-        train_size = SplitSizes.for_total(total, val_frac, test_frac).train
-        train_tokens, _ = build_vocabulary(chunks(), byte_mode, limit=train_size)
-        in_train = set(train_tokens)
-        return Vocabulary(tuple(train_tokens), byte_mode), [t for t in tokens if t not in in_train], total
-    if vocab_from != "all":
-        raise CharRNNError(f"--vocab-from must be 'all' or 'train' (got {vocab_from!r})")
-    return Vocabulary(tuple(tokens), byte_mode), [], total
+def _known_vocabulary(input_json, byte_mode: bool) -> Vocabulary:
+    vocab = Vocabulary.load(input_json)
+    if vocab.byte_mode and not byte_mode:
+        raise CharRNNError(f"{input_json} is a byte vocabulary: add --encoding bytes")
+    if byte_mode and not vocab.byte_mode and max(vocab.tokens) > 127:
+        raise CharRNNError(f"{input_json} is a character vocabulary: drop --encoding bytes")
+    return Vocabulary(vocab.tokens, byte_mode or vocab.byte_mode)
+
+
+def _write_splits(path: Path, chunks: Iterator[np.ndarray], sizes: SplitSizes, dtype: np.dtype,
+                  compression: str | None) -> int:
+    """Write the ids of ``chunks`` into the train, val and test datasets of a new HDF5 file; the
+    number of ids."""
+    import h5py
+
+    bounds = {"train": (0, sizes.train), "val": (sizes.train, sizes.train + sizes.val),
+              "test": (sizes.train + sizes.val, sizes.train + sizes.val + sizes.test)}
+    with h5py.File(path, "w") as f:
+        datasets = {name: f.create_dataset(name, shape=(hi - lo,), dtype=dtype,
+                                           chunks=True if compression and hi > lo else None,
+                                           compression=compression if hi > lo else None)
+                    for name, (lo, hi) in bounds.items()}
+        pos = 0
+        for chunk in chunks:
+            chunk = chunk.astype(dtype, copy=False)
+            end = pos + len(chunk)
+            for name, (lo, hi) in bounds.items():
+                a, b = max(lo, pos), min(hi, end)
+                if a < b:
+                    datasets[name][a - lo:b - lo] = chunk[a - pos:b - pos]
+            pos = end
+    return pos
 
 
 def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None = None,
@@ -218,7 +409,7 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
 
     Outputs default to the input's path with ``.h5`` and ``.json``. Nothing is written
     unless the whole job succeeds; existing outputs are replaced atomically. The corpus is
-    read in chunks, twice, so memory does not grow with its size.
+    read in chunks, twice (a quick count, then the encoding), so memory does not grow with its size.
 
     ``input_json`` encodes with an existing vocabulary (to fine-tune a model on new text);
     ``vocab_from="train"`` builds the vocabulary from the training split only. Characters
@@ -226,8 +417,6 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
     ``dtype`` overrides torch-rnn's uint8/uint32 choice (``uint16`` halves the file for
     256..65535 tokens); ``compression`` is ``gzip`` or ``lzf`` (chunked datasets).
     """
-    import h5py
-
     path = check_readable_file(input_txt, "input text")
     check_fractions(val_frac, test_frac)
     _check_encoding(encoding)
@@ -238,48 +427,45 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
     if path.resolve() in (output_h5.resolve(), output_json.resolve()):
         raise CharRNNError(f"output would overwrite the input {path}")
 
-    vocab, unknown, total = _vocabulary(path, encoding, lowercase, chunk_bytes, input_json, vocab_from,
-                                        val_frac, test_frac)
-    if not input_json:
-        _check_corpus(path, vocab, total)
-    elif total == 0:
-        raise CharRNNError(f"{path}: the corpus is empty")
-    id_dtype = _id_dtype(vocab, dtype)
-    sizes = SplitSizes.for_total(total, val_frac, test_frac)
+    if vocab_from not in ("all", "train"):
+        raise CharRNNError(f"--vocab-from must be 'all' or 'train' (got {vocab_from!r})")
+    if dtype != "auto" and dtype not in DTYPES:
+        raise CharRNNError(f"unknown --dtype {dtype!r} (auto, uint8, uint16 or uint32)")
+    byte_mode = encoding == "bytes"
+    known = _known_vocabulary(input_json, byte_mode) if input_json else None
+    if known is not None:
+        _id_dtype(known, dtype)
 
-    lookup = np.zeros(max(256, max(vocab.tokens + tuple(unknown)) + 1), dtype=id_dtype)
-    lookup[list(vocab.tokens)] = np.arange(1, len(vocab) + 1)
-    if unknown:
-        if unknown_char is None:
+    reader = corpus_reader(path, encoding, lowercase, chunk_bytes)
+    total = reader.count()
+    wide = known is not None and len(known) > 255  # ids above 255: uint32 tables
+    with atomic_path(output_h5) as tmp_h5:
+        while True:
+            if total == 0:
+                raise CharRNNError(f"{path}: the corpus is empty")
+            sizes = SplitSizes.for_total(total, val_frac, test_frac)
+            table_dtype = np.uint32 if wide else np.uint8
+            id_dtype = np.dtype(table_dtype if dtype == "auto" else DTYPES[dtype])
+            ids = TokenIds(known, sizes.train if vocab_from == "train" else None, unknown_char,
+                           byte_mode, np.iinfo(table_dtype).max)
+            try:
+                written = _write_splits(tmp_h5, reader.encode(ids, table_dtype), sizes, id_dtype, compression)
+                break
+            except _TooManyTokens:
+                wide = True
+            except _NeedsDecoding:
+                reader = DecodedText(path, encoding, lowercase, chunk_bytes)
+                total = reader.count()
+        vocab = known if known is not None else ids.vocabulary()
+        unknown = ids.unknown
+        if not input_json:
+            _check_corpus(path, vocab, total)
+        _id_dtype(vocab, dtype)
+        if unknown and unknown_char is None:
             raise CharRNNError(f"{path}: character(s) not in the vocabulary: {_describe(unknown, vocab.byte_mode)} "
                                "(pass --unknown-char C to map them to a character C of the vocabulary)")
-        if len(unknown_char) != 1:
-            raise CharRNNError("--unknown-char must be a single character")
-        lookup[unknown] = int(vocab.encode(unknown_char)[0])
-    bounds = {"train": (0, sizes.train), "val": (sizes.train, sizes.train + sizes.val),
-              "test": (sizes.train + sizes.val, total)}
-
-    with atomic_path(output_h5) as tmp_h5:
-        with h5py.File(tmp_h5, "w") as f:
-            datasets = {name: f.create_dataset(name, shape=(hi - lo,), dtype=id_dtype,
-                                               chunks=True if compression and hi > lo else None,
-                                               compression=compression if hi > lo else None)
-                        for name, (lo, hi) in bounds.items()}
-            pos = 0
-            byte_table = lookup[:256].tobytes() if lookup.dtype == np.uint8 else None
-            for points in read_code_points(path, encoding, lowercase, chunk_bytes):
-                if byte_table is not None and points.dtype == np.uint8:  # translate at memory speed
-                    ids = np.frombuffer(_as_bytes(points).translate(byte_table), dtype=np.uint8)
-                else:
-                    ids = lookup[points]
-                end = pos + len(ids)
-                for name, (lo, hi) in bounds.items():
-                    a, b = max(lo, pos), min(hi, end)
-                    if a < b:
-                        datasets[name][a - lo:b - lo] = ids[a - pos:b - pos]
-                pos = end
-            if pos != total:
-                raise CharRNNError(f"{path} changed while it was being read")
+        if written != total:
+            raise CharRNNError(f"{path} changed while it was being read")
         vocab.save(output_json)
 
     if log:
