@@ -210,10 +210,11 @@ class Engine:
     ``prime`` run many steps in one call (fast paths for whole samples and prompts).
     """
 
-    def __init__(self, config: ModelConfig, weights: dict, capacity: int = 1, backend: str = "auto") -> None:
+    def __init__(self, config: ModelConfig, weights: "dict | PreparedModel", capacity: int = 1,
+                 backend: str = "auto") -> None:
         if capacity < 1:
             raise InvalidInput("capacity", f"must be positive (got {capacity})")
-        self.model = PreparedModel(config, weights)
+        self.model = weights if isinstance(weights, PreparedModel) else PreparedModel(config, weights)
         self.backend = choose_backend(backend)
         self.capacity, self.vocab_size = capacity, self.model.vocab_size
         m = self.model
