@@ -101,7 +101,7 @@ def uniforms(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
 # -- the prepared network ------------------------------------------------------------------------
 def numpy_weights(model: "CharRNN") -> dict[str, np.ndarray]:
     """A model's floating-point state as NumPy arrays (a copy, from any device)."""
-    return {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items() if v.is_floating_point()}
+    return {k: v.detach().float().cpu().numpy().copy() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
 def _layer_weights(config: ModelConfig, sd: dict) -> list[list[np.ndarray]]:
