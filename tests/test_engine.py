@@ -241,3 +241,12 @@ def test_weights_of_a_model_on_any_device_are_a_copy():
     weights = numpy_weights(model)
     weights["head.bias"][:] = 99
     assert not (model.head.bias.detach().numpy() == 99).any()
+
+
+@needs_numba
+def test_the_generated_panel_kernels_are_up_to_date():
+    from pathlib import Path
+
+    from charrnn import engine_numba
+
+    assert (Path(engine_numba.__file__).parent / "engine_panels.py").read_text() == engine_numba.panel_source()

@@ -260,3 +260,27 @@ def test_torch_free_reader_matches_torch_load(trained):
     for key, tensor in reference.model_state.items():
         assert np.array_equal(payload.model_state[key], tensor.numpy()), key
     assert payload.train_state["learning_rate"] == reference.train_state["learning_rate"]
+
+
+def test_stop_matcher_cuts_at_the_first_stop_whatever_the_pieces():
+    import random
+
+    from charrnn.sampling import StopMatcher
+
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice("ab\n") for _ in range(rng.randint(0, 40)))
+        stops = ["".join(rng.choice("ab\n") for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(0, 4))]
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 6))))
+        pieces = [text[i:j] for i, j in zip([0] + cuts, cuts + [len(text)])]
+        matcher = StopMatcher(stops)
+        out = "".join(matcher.push(p) for p in pieces)
+        out += "" if matcher.stopped else matcher.flush()
+        found = [text.find(s) for s in stops if s in text]
+        assert out == (text[:min(found)] if found else text)
+        assert matcher.stopped == bool(found)
+    assert StopMatcher([b"\n\n"]).push(b"ab\n\ncd") == b"ab"
+    with pytest.raises(Exception, match="at most 4"):
+        StopMatcher(["a", "b", "c", "d", "e"])
+    with pytest.raises(Exception, match="empty"):
+        StopMatcher([""])
