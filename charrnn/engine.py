@@ -273,6 +273,8 @@ class Engine:
         slots = np.atleast_1d(np.asarray(slots, dtype=np.int64))
         if len(slots) and (slots.min() < 0 or slots.max() >= self.capacity or not self.in_use[slots].all()):
             raise CharRNNError(f"slots {slots.tolist()} are not all open")
+        if len(slots) > 1 and len(np.unique(slots)) < len(slots):
+            raise CharRNNError(f"slots {slots.tolist()} repeat a slot")
         return slots
 
     def _tokens(self, tokens, n: int) -> np.ndarray:
@@ -289,7 +291,7 @@ class Engine:
         if self.backend == "numba":
             self._kernels.feed(self, slots, tokens)
         else:
-            _feed_numpy(self, slots, tokens)
+            _feed_numpy(self, _rows(slots), tokens)
 
     def prime(self, slot: int, tokens) -> None:
         """Feed a whole sequence of tokens to one slot."""
@@ -300,7 +302,7 @@ class Engine:
             self._kernels.prime(self, slots[0], tokens)
         else:
             for t in tokens:
-                _feed_numpy(self, slots, t[None])
+                _feed_numpy(self, slice(slot, slot + 1), t[None])
 
     def sample(self, slots) -> np.ndarray | tuple[np.ndarray, list]:
         """The next token of each slot from its current state, with its own params and random stream.
@@ -349,18 +351,28 @@ class Engine:
         if self.backend == "numba":
             self._kernels.generate(self, slots, out)
             return out
+        rows = _rows(slots)
         for t in range(steps):
-            tokens = self.sample(slots)
-            out[:, t] = tokens[0] if isinstance(tokens, tuple) else tokens
-            self.feed(slots, out[:, t])
+            self.scores[rows] = _head_numpy(self, rows)
+            out[:, t] = sample_rows(self.scores[rows], self.temperature[rows], self.top_k[rows], self.top_p[rows],
+                                    uniforms(self.key[rows], self.count[rows]))
+            self.count[rows] += np.uint64(1)
+            _feed_numpy(self, rows, out[:, t])
         return out
 
 
 # -- the NumPy backend ---------------------------------------------------------------------------
-def _feed_numpy(engine: Engine, slots: np.ndarray, tokens: np.ndarray) -> None:
+def _rows(slots: np.ndarray) -> np.ndarray | slice:
+    """A slice when the slots are consecutive (views instead of copies), else the slots."""
+    if len(slots) and slots[-1] - slots[0] == len(slots) - 1 and (np.diff(slots) == 1).all():
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return slots
+
+
+def _feed_numpy(engine: Engine, slots: np.ndarray | slice, tokens: np.ndarray) -> None:
     m = engine.model
     H = m.H
-    h, c = engine.h[slots], engine.c[slots]
+    h, c = engine.h[slots], engine.c[slots]  # views for a slice
     for l in range(m.L):
         own = h[:, l * H:(l + 1) * H]
         if m.kind == "gru":
@@ -383,10 +395,11 @@ def _feed_numpy(engine: Engine, slots: np.ndarray, tokens: np.ndarray) -> None:
         cl *= sig[:, H:2 * H]
         cl += sig[:, :H] * a[:, 3 * H:]
         own[:] = sig[:, 2 * H:3 * H] * np.tanh(cl)
-    engine.h[slots], engine.c[slots] = h, c
+    if not isinstance(slots, slice):
+        engine.h[slots], engine.c[slots] = h, c
 
 
-def _head_numpy(engine: Engine, slots: np.ndarray) -> np.ndarray:
+def _head_numpy(engine: Engine, slots: np.ndarray | slice) -> np.ndarray:
     m = engine.model
     return engine.h[slots, (m.L - 1) * m.H:] @ m.head_w + m.head_b
 
