@@ -16,7 +16,9 @@ same thing everywhere. Row ``j`` of ``generate_many(n, seed=s)`` is the text of 
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -25,7 +27,7 @@ import numpy as np
 
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import ModelConfig
-from .engine import Engine, PreparedModel, SamplingParams, numpy_weights, sample_rows, uniforms, seed_key
+from .engine import BACKEND_ENV, Engine, PreparedModel, SamplingParams, numpy_weights, sample_rows, seed_key, uniforms
 from .errors import InvalidInput
 from .vocab import Vocabulary
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .model import CharRNN
 
 MAX_STOPS = 4
+SMALL_JOB = 20_000  # characters: below this, NumPy is done before numba would have loaded (about 1-2 s)
 
 
 class StopMatcher:
@@ -83,8 +86,10 @@ def sampling_params(argmax: bool = False, temperature: float = 1.0, top_k: int =
 class Sampler:
     """Generates text from a model; ``Sampler.from_checkpoint(path).generate(...)``.
 
-    ``backend``: ``auto`` (numba when installed, else NumPy; the torch model on a GPU),
-    ``numba``, ``numpy`` or ``torch`` (the PyTorch model computes the scores, on any device).
+    ``backend``: ``auto`` (numba when installed, else NumPy; NumPy for jobs under
+    :data:`SMALL_JOB` characters while numba is not yet loaded, since both give the same text;
+    the torch model on a GPU), ``numba``, ``numpy`` or ``torch`` (the PyTorch model computes
+    the scores, on any device).
     """
 
     def __init__(self, model: "CharRNN", vocab: Vocabulary, device: "torch.device | str" = "cpu",
@@ -129,10 +134,14 @@ class Sampler:
             raise InvalidInput("length", f"{length} is shorter than the start text ({len(start)} tokens)")
         return start
 
-    def _engine(self, capacity: int) -> Engine:
+    def _engine(self, capacity: int, chars: int) -> Engine:
+        """An engine for a job of ``chars`` characters: ``auto`` keeps small jobs on NumPy unless numba is loaded."""
         if self._prepared is None:
             self._prepared = PreparedModel(self.config, numpy_weights(self.model))
-        return Engine(self.config, self._prepared, capacity, self.backend)
+        backend = self.backend
+        if backend == "auto" and chars < SMALL_JOB and "numba" not in sys.modules and not os.environ.get(BACKEND_ENV):
+            backend = "numpy"
+        return Engine(self.config, self._prepared, capacity, backend)
 
     def _decode(self, ids: np.ndarray) -> str | bytes:
         """Text (or bytes) for 0-based token ids."""
@@ -175,7 +184,7 @@ class Sampler:
             for block in self._torch_rows(1, remaining, start, [params], chunk):
                 yield block[0]
             return
-        engine = self._engine(1)
+        engine = self._engine(1, remaining)
         slot = engine.open(params)
         head = np.empty(0, np.int64)
         if start is None:  # the first token rides with the first piece
@@ -225,7 +234,7 @@ class Sampler:
         return out
 
     def _engine_rows(self, n: int, remaining: int, start, params: list[SamplingParams]) -> np.ndarray:
-        engine = self._engine(n)
+        engine = self._engine(n, n * remaining)
         slots = np.array([engine.open(p) for p in params])
         if start is None:
             first = engine.first(slots)

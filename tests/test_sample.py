@@ -157,10 +157,21 @@ def test_same_seed_same_text_through_every_entry_point(cli, trained):
     alone = sample(trained, length=300, start_text="The ", seed=77, **kw)
     batch = Sampler.from_checkpoint(trained).generate_many(16, 300, "The ", seed=70, **kw)
     assert batch[7] == alone
-    out = cli("sample", "--checkpoint", trained, "--length", "300", "--start-text", "The ", "--seed", "77",
-              "--temperature", "0.8", "--top-k", "5", "--top-p", "0.9")
-    assert out.code == 0 and out.out == alone + "\n"
+    for backend in ("numpy", "numba") if _has_numba() else ("numpy",):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CHARRNN_ENGINE", backend)  # forces the backend even for this small job
+            out = cli("sample", "--checkpoint", trained, "--length", "300", "--start-text", "The ", "--seed", "77",
+                      "--temperature", "0.8", "--top-k", "5", "--top-p", "0.9")
+            assert out.code == 0 and out.out == alone + "\n", backend
     assert alone != sample(trained, length=300, start_text="The ", seed=77)  # the cuts change the text
+
+
+def _has_numba() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_top_k_one_is_argmax(trained):
