@@ -11,6 +11,8 @@ to float32. The sampling rule and random stream are those of :mod:`charrnn.engin
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -44,7 +46,7 @@ WIDE = _tune()
 
 @njit(inline="always", **JIT)
 def _tanh(x):
-    """tanh of a float32 in float64: exp(-2|x|) = exp(-|x|/16)^32, by Taylor (degree 11) and squaring."""
+    """tanh of a float32, in float64: exp(-2|x|) = exp(-|x|/16)^32 (Taylor of degree 11, then squaring)."""
     a = min(abs(np.float64(x)), 9.0)
     y = -a * 0.0625
     e = 1.0 + y * (1.0 + y * (1 / 2 + y * (1 / 6 + y * (1 / 24 + y * (1 / 120 + y * (1 / 720 + y * (
@@ -55,6 +57,8 @@ def _tanh(x):
     e *= e
     e *= e
     t = (1.0 - e) / (1.0 + e)
+    if a < 2.0 ** -10:  # 1 - e cancels: the series is exact to float32 here
+        t = a * (1.0 - a * a * (1 / 3))
     return np.float32(t if x >= 0 else -t)
 
 
@@ -245,10 +249,18 @@ def _prime(kind, slot, tokens, h, c, H, L, table0, whh0, wcat, bias, wih, whh, b
 _SERIAL = _make_kernels(False)
 _PARALLEL = _make_kernels(True)
 _COMPILED: set = set()
+_PARALLEL_LOCK = threading.Lock()  # numba's workqueue threading layer must not be entered from two threads
 
 
 def _call(kernel, *args):
     """Call a kernel; its first call compiles with LLVM's SLP vectoriser on (numba's default is off)."""
+    if kernel in _PARALLEL:
+        with _PARALLEL_LOCK:
+            return _compiled_call(kernel, *args)
+    return _compiled_call(kernel, *args)
+
+
+def _compiled_call(kernel, *args):
     if kernel in _COMPILED:
         return kernel(*args)
     before = numba.config.SLP_VECTORIZE

@@ -250,3 +250,23 @@ def test_the_generated_panel_kernels_are_up_to_date():
     from charrnn import engine_numba
 
     assert (Path(engine_numba.__file__).parent / "engine_panels.py").read_text() == engine_numba.panel_source()
+
+
+@needs_numba
+def test_the_compiled_tanh_is_correctly_rounded_float32():
+    from numba import njit
+
+    from charrnn.engine_numba import _tanh
+
+    @njit
+    def tanh_all(x, y):
+        for i in range(len(x)):
+            y[i] = _tanh(x[i])
+
+    x = np.concatenate([np.linspace(-12, 12, 200_001), np.logspace(-30, 1, 2000), -np.logspace(-30, 1, 2000),
+                        [0.0, 2.0 ** -10, -(2.0 ** -10)]]).astype(np.float32)
+    y = np.empty_like(x)
+    tanh_all(x, y)
+    exact = np.tanh(x.astype(np.float64))
+    ulps = np.abs(y - exact) / np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert ulps[exact != 0].max() <= 0.51 and y[x == 0].tolist() == [0.0]
