@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -194,9 +195,16 @@ def choose_backend(backend: str = "auto") -> str:
         return "numpy"
     try:
         import numba  # noqa: F401
+
+        from . import engine_numba  # noqa: F401
     except ImportError:
         if backend == "numba":
             raise CharRNNError("the numba backend needs numba: pip install 'charrnn[fast]'") from None
+        return "numpy"
+    except Exception as exc:  # e.g. numba finds no writable cache directory
+        if backend == "numba":
+            raise CharRNNError(f"the numba backend cannot start: {exc}") from None
+        warnings.warn(f"charrnn: sampling on NumPy, the numba backend cannot start: {exc}", RuntimeWarning)
         return "numpy"
     return "numba"
 
@@ -270,16 +278,19 @@ class Engine:
         self.c[dst] = self.c[src]
 
     def _slots(self, slots) -> np.ndarray:
-        slots = np.atleast_1d(np.asarray(slots, dtype=np.int64))
-        if len(slots) and (slots.min() < 0 or slots.max() >= self.capacity or not self.in_use[slots].all()):
+        if not (isinstance(slots, np.ndarray) and slots.dtype == np.int64 and slots.ndim == 1):
+            slots = np.atleast_1d(np.asarray(slots, dtype=np.int64))
+        n = len(slots)
+        if n and not (0 <= slots.min() and slots.max() < self.capacity and self.in_use[slots].all()):
             raise CharRNNError(f"slots {slots.tolist()} are not all open")
-        if len(slots) > 1 and len(np.unique(slots)) < len(slots):
+        if n > 1 and len(np.unique(slots)) < n:
             raise CharRNNError(f"slots {slots.tolist()} repeat a slot")
         return slots
 
     def _tokens(self, tokens, n: int) -> np.ndarray:
-        tokens = np.broadcast_to(np.asarray(tokens, dtype=np.int64), (n,))
-        if n and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+        if not (isinstance(tokens, np.ndarray) and tokens.dtype == np.int64 and tokens.shape == (n,)):
+            tokens = np.ascontiguousarray(np.broadcast_to(np.asarray(tokens, dtype=np.int64), (n,)))
+        if n and not (0 <= tokens.min() and tokens.max() < self.vocab_size):
             raise InvalidInput("tokens", f"must lie in [0, {self.vocab_size})")
         return np.ascontiguousarray(tokens)
 
