@@ -22,6 +22,7 @@ difference of a boundary of the cumulative distribution (measured by ``benchmark
 
 from __future__ import annotations
 
+import numbers
 import os
 import secrets
 import warnings
@@ -55,20 +56,26 @@ class SamplingParams:
     logprobs: int = 0          # > 0: also return the top-N (token, logprob) of each step's distribution
 
     def check(self) -> "SamplingParams":
-        """Raise :class:`InvalidInput` for a value out of range; returns self."""
-        t = self.temperature
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not (0 <= t < float("inf")):
-            raise InvalidInput("temperature", f"must be a number >= 0 (got {t})")
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
-            raise InvalidInput("top_k", f"must be an integer >= 0 (got {self.top_k})")
-        p = self.top_p
-        if not isinstance(p, (int, float)) or isinstance(p, bool) or not (0 < p <= 1):
-            raise InvalidInput("top_p", f"must lie in (0, 1] (got {p})")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise InvalidInput("seed", f"must be an integer (got {self.seed})")
-        if not isinstance(self.logprobs, int) or isinstance(self.logprobs, bool) or self.logprobs < 0:
-            raise InvalidInput("logprobs", f"must be an integer >= 0 (got {self.logprobs})")
+        """Raise :class:`InvalidInput` for a value of the wrong type or out of range; returns self."""
+        if not _real(self.temperature) or not 0 <= self.temperature < float("inf"):
+            raise InvalidInput("temperature", f"must be a number >= 0 (got {self.temperature!r})")
+        if not _integer(self.top_k) or self.top_k < 0:
+            raise InvalidInput("top_k", f"must be an integer >= 0 (got {self.top_k!r})")
+        if not _real(self.top_p) or not 0 < self.top_p <= 1:
+            raise InvalidInput("top_p", f"must lie in (0, 1] (got {self.top_p!r})")
+        if self.seed is not None and not _integer(self.seed):
+            raise InvalidInput("seed", f"must be an integer (got {self.seed!r})")
+        if not _integer(self.logprobs) or self.logprobs < 0:
+            raise InvalidInput("logprobs", f"must be an integer >= 0 (got {self.logprobs!r})")
         return self
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 class StepLogprobs(NamedTuple):
@@ -90,7 +97,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def seed_key(seed: int) -> np.uint64:
     """The stream key of a seed (any Python int)."""
-    return _mix(np.array([seed & MASK64], dtype=np.uint64))[0]
+    return _mix(np.array([int(seed) & MASK64], dtype=np.uint64))[0]
 
 
 def uniforms(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -263,7 +270,7 @@ class Engine:
         self.temperature[slot] = params.temperature
         self.top_k[slot] = params.top_k
         self.top_p[slot] = params.top_p
-        seed = params.seed if params.seed is not None else secrets.randbits(64)
+        seed = int(params.seed) if params.seed is not None else secrets.randbits(64)
         self.key[slot] = seed_key(seed)
         self.count[slot] = 0
         self.logprobs[slot] = params.logprobs
