@@ -44,5 +44,5 @@ def novelty_report(checkpoint: str | Path, input_h5: str | Path | None = None, l
         raise InvalidInput("input_h5", "is required: the checkpoint does not record its data file")
     train_ids = load_splits(input_h5, ckpt.vocab, ("train",))["train"]
     sampler = Sampler(ckpt.build_model(), ckpt.vocab)
-    text = sampler.text(length, start_text, temperature=temperature, seed=seed)
+    text = sampler.complete(length, start_text, temperature=temperature, seed=seed)
     return novelty(ckpt.vocab.encode(text), train_ids, max_n)
