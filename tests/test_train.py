@@ -56,6 +56,14 @@ def test_resume_continues_exactly(tiny_train, tmp_path, model_type):
     assert resumed.history.val_loss_history == straight.history.val_loss_history
 
 
+def test_a_schedule_that_ends_at_zero_leaves_a_resumable_checkpoint(tiny_train):
+    """Cosine with --min-lr 0 ends at exactly lr 0; that checkpoint must still load and resume."""
+    first = tiny_train("cos", max_iters=10, checkpoint_every=0, lr_schedule="cosine", min_lr=0.0)
+    assert first.history.learning_rate_history[-1] == 0.0
+    resumed = train(resume=str(first.checkpoint), max_iters=12, quiet=True)
+    assert resumed.iterations == 12
+
+
 def test_stop_request_saves_mid_epoch_and_resumes_exactly(dataset, tmp_path, monkeypatch):
     """What Ctrl-C does: finish the iteration, save (with the carried hidden state), resume exactly."""
     from charrnn.progress import Progress

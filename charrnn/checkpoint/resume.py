@@ -66,9 +66,9 @@ def _check_group_value(fail, where: str, key, value) -> None:
     if key == "params":
         if not all(is_int(p) for p in value):
             raise fail(where, "must list parameter numbers")
-    elif key in ("lr", "initial_lr"):
-        if not (is_number(value) and value > 0):
-            raise fail(where, "must be a positive number")
+    elif key in ("lr", "initial_lr"):  # a schedule may end at exactly 0 (cosine with --min-lr 0)
+        if not (is_number(value) and value >= 0):
+            raise fail(where, "must be a number >= 0")
     elif key in ("eps", "weight_decay"):
         if not (is_number(value) and value >= 0):
             raise fail(where, "must be a number >= 0")
@@ -168,8 +168,8 @@ def validate_train_state(fail, ts, config: ModelConfig) -> dict:
         if key == "optimizer":
             _optimizer(fail, value, config)
         elif key == "learning_rate":
-            if not (is_number(value) and value > 0):
-                raise fail(where, "must be a positive number")
+            if not (is_number(value) and value >= 0):
+                raise fail(where, "must be a number >= 0")
         elif key == "state":
             _hidden_state(fail, value, config)
         elif key in ("rng_cpu", "rng_cuda"):
