@@ -63,7 +63,7 @@ def options_of(config_class, names=None, **overrides):
 def _click_option(f, **extra):
     meta, flag = f.metadata, "--" + f.name.replace("_", "-")
     if meta.get("kind") == "flag":
-        return click.option(flag, is_flag=True, help=meta["help"], **extra)
+        return click.option(flag, is_flag=True, default=f.default, help=meta["help"], **extra)
     base, kind, span = str(f.type).replace(" | None", "").strip(), meta.get("kind"), meta.get("range")
     if kind == "01":
         kind_type, default = FLAG01, int(f.default)
