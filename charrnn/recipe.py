@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 # -- the rule's constants (fitted in benchmarks/recipes.py; see the README's sweep table) ----------
-MIN_UPDATES = 1200  # fewer updates than this and the next smaller candidate wins
-PEAK_LR = {256: 4e-3, 384: 3e-3, 512: 3e-3, 768: 2e-3}  # at batch 50; larger batches scale it by sqrt
+MIN_UPDATES = 800  # fewer updates than this and the next smaller candidate wins
+PEAK_LR = {128: 3e-3, 256: 4e-3, 384: 3e-3, 512: 3e-3, 768: 2e-3}  # at batch 50; larger batches scale it by sqrt
 DROPOUT = ((20.0, 0.0), (3.0, 0.1), (1.0, 0.2), (0.0, 0.25))  # (corpus chars per parameter >=, dropout)
 DROPOUT_FROM_EPOCHS = 2.0
 WORDVEC_SIZE = 64
@@ -49,7 +49,7 @@ class Shape:
 
 
 # From the smallest to the largest; all use --seq-length 50.
-CANDIDATES = (Shape(1, 256, 50), Shape(2, 256, 50), Shape(2, 384, 64), Shape(2, 512, 64), Shape(3, 512, 64),
+CANDIDATES = (Shape(2, 128, 50), Shape(1, 256, 50), Shape(2, 256, 50), Shape(2, 384, 64), Shape(2, 512, 64), Shape(3, 512, 64),
               Shape(2, 768, 64))
 
 

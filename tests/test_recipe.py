@@ -14,8 +14,13 @@ from .conftest import assert_one_line_error
 
 @pytest.fixture
 def one_thread():
-    """One torch thread: a step's time stays predictable on a loaded shared machine."""
+    """One torch thread: a step's time stays predictable on a loaded shared machine. Also pays the
+    one-off import of the fused optimizer (torch._dynamo, seconds on a loaded machine) up front: the
+    tests time a run, not the first import in this process."""
     import torch
+
+    from charrnn.step import build_optimizer
+    build_optimizer(torch.nn.Linear(1, 1), 1e-3, torch.device("cpu"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -81,6 +86,12 @@ def test_a_budget_picks_prints_records_and_keeps_to_time(cli, dataset, tmp_path,
     # The whole command (calibration, start-up, final validation and checkpoint) within budget + 5%,
     # plus a second of slack for a loaded machine.
     assert elapsed < budget * 1.05 + 1.0, elapsed
+    # Resuming keeps the recorded recipe and does not calibrate again.
+    from charrnn import load_checkpoint
+    result = cli("train", "--resume", load_checkpoint(tmp_path).path, "--time-budget", "1s")
+    assert result.code == 0, result.err
+    assert "recipe (--preset auto)" not in result.out
+    assert opt_of(tmp_path)["recipe"] == recipe
 
 
 def test_explicit_architecture_or_preset_keeps_the_auto_recipe_out(cli, dataset, tmp_path, one_thread):
