@@ -128,15 +128,21 @@ def run_one(corpus: str, pre, budget: float, precision: str, recipe: str, tmp: P
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+QUIET_LOAD = 2.5  # a 1-minute load average above this distorts a throughput-dependent result
+
+
 def write_table(rows: list[dict], path: Path) -> None:
-    lines = ["| corpus | budget | precision | recipe | shape | iterations | val loss | wall (over) | load 1m | threads |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| corpus | budget | precision | recipe | shape | iterations | val loss | wall (over) | load 1m | threads "
+             "| date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["corpus"], r["budget_s"], r["precision"], r["val_loss"] or 99)):
+        load = r["load_before"][0]
         lines.append(f"| {r['corpus']} | {r['budget_s']:g} s | {r['precision']} | {r['recipe']} | {r['shape']} "
                      f"| {r['iterations']} | {r['val_loss']:.3f} | {r['wall_s']:.0f} s ({r['over_budget']:+.1%}) "
-                     f"| {r['load_before'][0]:.1f} | {r['threads']} |")
+                     f"| {load:.1f}{' (distorted)' if load > QUIET_LOAD else ''} | {r['threads']} | {r['date']} |")
     cpus = sorted({r["cpu"] for r in rows})
-    path.write_text("Measured on: " + "; ".join(cpus) + "\n\n" + "\n".join(lines) + "\n")
+    path.write_text(f"Measured on: {'; '.join(cpus)}. Rows with a load average above {QUIET_LOAD} shared the "
+                    "CPU with other work: their iteration counts, and so their losses, are not this machine's.\n\n"
+                    + "\n".join(lines) + "\n")
 
 
 def fit(rows: list[dict]) -> None:
@@ -145,7 +151,7 @@ def fit(rows: list[dict]) -> None:
 
     groups: dict = {}
     for r in rows:
-        if r["recipe"] not in ("auto", "cpu-small", "torch-rnn"):
+        if r["recipe"] not in ("auto", "cpu-small", "torch-rnn") and r["load_before"][0] <= QUIET_LOAD:
             groups.setdefault((r["corpus"], r["budget_s"], r["precision"], r["cpu"], r["threads"]), []).append(r)
     low, high = 0, float("inf")
     for key, group in groups.items():
@@ -156,7 +162,7 @@ def fit(rows: list[dict]) -> None:
         high = min(high, best["iterations"])  # the winner had enough
         print(f"{key[:3]}: best {best['recipe']} ({best['iterations']} updates, val {best['val_loss']:.3f}); "
               f"bigger shapes got {bigger}")
-    print(f"MIN_UPDATES consistent with every group: {low} .. {high} (now {MIN_UPDATES})")
+    print(f"MIN_UPDATES consistent with every group on a quiet machine: {low} .. {high} (now {MIN_UPDATES})")
 
 
 def main() -> None:
