@@ -27,7 +27,8 @@ DROPOUT_FROM_EPOCHS = 2.0
 WORDVEC_SIZE = 64
 SEQ_LENGTH = 50
 CALIBRATION_SHARE, CALIBRATION_MAX_S = 0.03, 8.0  # calibration gets 3% of the budget, at most 8 s
-STARTUP_RESERVE_S = 1.0  # loading data, building the model, the final validation and checkpoint
+STARTUP_RESERVE_S = 1.0
+ONE_THREAD_GAIN = 1.5  # train on one thread when it measures this many times faster than all of them  # loading data, building the model, the final validation and checkpoint
 
 
 @dataclass(frozen=True, order=True)
@@ -71,6 +72,7 @@ class Recipe:
     iterations_per_s: dict  # measured speed of each calibrated candidate ("2x512, batch 64" -> it/s)
     calibration_s: float = 0.0
     applied: dict | None = None  # the options the run used (explicit flags win over the recipe)
+    threads: int | None = None  # torch threads the run trained with (None: torch's choice)
 
     def options(self) -> dict:
         """The training options this recipe sets (explicit flags are applied over them)."""
@@ -127,46 +129,70 @@ def calibration_seconds(budget: float) -> float:
 
 
 def calibrate(vocab_size: int, device, autocast_dtype, seconds: float,
-              candidates: tuple[Shape, ...] = CANDIDATES, seq_length: int = SEQ_LENGTH) -> dict[Shape, float]:
-    """Iterations per second of each candidate, on random tokens, in about ``seconds`` in all.
+              candidates: tuple[Shape, ...] = CANDIDATES, seq_length: int = SEQ_LENGTH) -> tuple[dict[Shape, float], int]:
+    """Iterations per second of each candidate, on random tokens, in about ``seconds`` in all,
+    and the number of torch threads to train with.
 
     Candidates are timed from the smallest up; one whose first steps alone overrun its share
-    ends the calibration (the larger ones would be slower still). Torch's random state is kept.
+    ends the calibration (the larger ones would be slower still). On a CPU shared with other
+    work, several threads can be many times slower than one (each waits for the others at every
+    operation): the smallest candidate is also timed on one thread, which is kept if it is
+    :data:`ONE_THREAD_GAIN` times faster. Torch's random state and thread count are kept.
     """
+    import torch
+
+    speeds: dict[Shape, float] = {}
+    threads = before = torch.get_num_threads()
+    start = time.monotonic()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            for k, shape in enumerate(candidates):
+                share = (start + seconds - time.monotonic()) / (len(candidates) - k + (k == 0 and before > 1))
+                speeds[shape], took = _steps_per_second(shape, vocab_size, seq_length, device, autocast_dtype, share)
+                if k == 0 and device.type == "cpu" and before > 1:
+                    torch.set_num_threads(1)
+                    alone, took = _steps_per_second(shape, vocab_size, seq_length, device, autocast_dtype, share)
+                    if alone > ONE_THREAD_GAIN * speeds[shape]:
+                        speeds[shape], threads = alone, 1
+                    else:
+                        torch.set_num_threads(before)
+                if took > 2 * share:  # the next, larger candidate would not fit either
+                    break
+        finally:
+            torch.set_num_threads(before)
+    return speeds, threads
+
+
+def _steps_per_second(shape: Shape, vocab_size: int, seq_length: int, device, autocast_dtype,
+                      seconds: float) -> tuple[float, float]:
+    """(training steps per second of ``shape`` measured for about ``seconds``, seconds taken)."""
     import torch
 
     from .config import ModelConfig
     from .step import build_model, build_optimizer, train_step
 
-    speeds: dict[Shape, float] = {}
-    start = time.monotonic()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for k, shape in enumerate(candidates):
-            share = (start + seconds - time.monotonic()) / (len(candidates) - k)
-            config = ModelConfig(vocab_size, "lstm", WORDVEC_SIZE, shape.rnn_size, shape.num_layers, 0.0, False)
-            model = build_model(config, device)
-            optimizer = build_optimizer(model, 1e-3, device)
-            x, y = (torch.randint(vocab_size, (shape.batch_size, seq_length), device=device) for _ in range(2))
-            t0 = time.monotonic()
-            train_step(model, optimizer, x, y, None, 5.0, autocast_dtype)  # warm-up (allocations, kernels)
-            t1, steps = time.monotonic(), 0
-            if t1 - t0 >= share:  # no time for more: the warm-up step is a (pessimistic) measure
-                speeds[shape] = 1 / (t1 - t0)
-                break
-            while steps < 1 or time.monotonic() - t0 < share:
-                train_step(model, optimizer, x, y, None, 5.0, autocast_dtype)
-                steps += 1
-            speeds[shape] = steps / (time.monotonic() - t1)
-            if time.monotonic() - t0 > 2 * share:  # the next, larger candidate would not fit either
-                break
-    return speeds
-
+    config = ModelConfig(vocab_size, "lstm", WORDVEC_SIZE, shape.rnn_size, shape.num_layers, 0.0, False)
+    model = build_model(config, device)
+    optimizer = build_optimizer(model, 1e-3, device)
+    x, y = (torch.randint(vocab_size, (shape.batch_size, seq_length), device=device) for _ in range(2))
+    t0 = time.monotonic()
+    train_step(model, optimizer, x, y, None, 5.0, autocast_dtype)  # warm-up (allocations, kernels)
+    t1, steps = time.monotonic(), 0
+    if t1 - t0 >= seconds:  # no time for more: the warm-up step is a (pessimistic) measure
+        return 1 / (t1 - t0), t1 - t0
+    while steps < 1 or time.monotonic() - t0 < seconds:
+        train_step(model, optimizer, x, y, None, 5.0, autocast_dtype)
+        steps += 1
+    now = time.monotonic()
+    return steps / (now - t1), now - t0
 
 def apply(config, vocab_size: int, train_chars: int, device, started: float, world=None,
           log: Callable[[str], None] = print):
     """``config`` with the auto recipe's options under the explicitly given ones, and the recipe
     recorded in ``config.recipe``. ``started``: when the command began (time.monotonic()), so
     that the calibration and the start-up count against the budget."""
+    import torch
+
     from . import distributed
     from .training import resolve_precision
 
@@ -177,15 +203,19 @@ def apply(config, vocab_size: int, train_chars: int, device, started: float, wor
     if "batch_size" in explicit:  # time the candidates at the batch size that will be used
         candidates = tuple(sorted({replace(s, batch_size=config.batch_size) for s in CANDIDATES}))
     t0 = time.monotonic()
-    speeds = calibrate(vocab_size, device, resolve_precision(precision, device),
-                       calibration_seconds(config.time_budget), candidates, seq_length)
+    speeds, threads = calibrate(vocab_size, device, resolve_precision(precision, device),
+                                calibration_seconds(config.time_budget), candidates, seq_length)
     if world is not None and world.distributed:  # every rank must pick the same recipe: average the speeds
         mean = distributed.sum_all([speeds.get(s, 0.0) for s in candidates], world, device)
         speeds = {s: v / world.size for s, v in zip(candidates, mean) if v > 0}
     calibration = time.monotonic() - t0
     seconds = config.time_budget - (time.monotonic() - started) - STARTUP_RESERVE_S
     recipe = choose(speeds, max(seconds, 1.0), train_chars, vocab_size, seq_length)
-    recipe.calibration_s = round(calibration, 2)
+    recipe.calibration_s, recipe.threads = round(calibration, 2), threads
+    if threads != torch.get_num_threads():  # restored when the run ends (Trainer.run)
+        log(f"training on {threads} torch thread: it measured faster than {torch.get_num_threads()} "
+            "(the CPU is busy with other work)")
+        torch.set_num_threads(threads)
     chosen = {k: v for k, v in {**recipe.options(), "precision": precision}.items() if k not in explicit}
     config = replace(config, **chosen)
     recipe.applied = {k: getattr(config, k) for k in recipe.options()}

@@ -349,10 +349,12 @@ class Trainer:
         """Train to the end (or the time budget, patience, or a stop request) and return the result."""
         from .subscribers import default_subscribers
 
+        threads = torch.get_num_threads()  # --preset auto may train on fewer (charrnn.recipe)
         try:
             run = setup(self.config, self._log, self.started)
         except BaseException:
             distributed.shutdown()
+            torch.set_num_threads(threads)
             raise
         self.quiet = self.quiet or not run.world.main
         self._describe(run)
@@ -368,6 +370,7 @@ class Trainer:
         finally:
             events.close()
             distributed.shutdown()
+            torch.set_num_threads(threads)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

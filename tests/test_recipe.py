@@ -127,3 +127,23 @@ def test_preset_auto_needs_a_budget(cli, dataset, tmp_path):
     h5, js = dataset
     assert_one_line_error(cli("train", "--input-h5", h5, "--input-json", js, "--preset", "auto",
                               "--checkpoint-name", tmp_path / "x"), "--time-budget")
+
+
+@pytest.mark.parametrize("gain, threads", [(0.0, 1), (float("inf"), 2)])
+def test_calibration_may_train_on_one_thread_and_restores_the_count(cli, dataset, tmp_path, monkeypatch, gain, threads):
+    import torch
+
+    from charrnn import recipe
+    h5, js = dataset
+    monkeypatch.setattr(recipe, "ONE_THREAD_GAIN", gain)  # force each choice
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = cli("train", "--input-h5", h5, "--input-json", js, "--time-budget", "2s", *FAST,
+                     "--checkpoint-name", tmp_path / "t")
+        assert torch.get_num_threads() == 2  # the caller's setting is back after the run
+    finally:
+        torch.set_num_threads(before)
+    assert result.code == 0, result.err
+    assert opt_of(tmp_path)["recipe"]["threads"] == threads
+    assert ("training on 1 torch thread" in result.out) == (threads == 1)
