@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
-from .errors import CharRNNError, InvalidInput
+from .errors import CorruptFile, InvalidInput
 from .schedules import SCHEDULES
 
 
@@ -242,9 +242,9 @@ def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> di
     source = load_checkpoint(explicit["resume"])
     saved = source.train_state.get("config") if source.train_state else None
     if not saved:
-        raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
+        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
     if not isinstance(saved, dict):
-        raise CharRNNError(f"{source.path}: the stored training configuration is not a table")
+        raise CorruptFile(source.path, "the stored training configuration is not a table")
     known = {f.name for f in fields(TrainConfig)} - set(OUTPUT_PATHS) - set(INPUT_PATHS)
     options = {k: v for k, v in saved.items() if k in known}
     for name in INPUT_PATHS:

@@ -21,7 +21,7 @@ from . import distributed
 from .checkpoint import Checkpoint, existing_checkpoints, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data import LazyStreams, load_splits, make_batches, split_sizes
 from .device import describe, select_device
-from .errors import CharRNNError, Diverged, InvalidInput
+from .errors import CharRNNError, Diverged, InvalidInput, Unsupported
 from .model import CharRNN, parameter_groups
 from .options import TrainConfig, checkpoint_stem, resolve_train_config  # noqa: F401  (re-exported)
 from .config import PRECISIONS  # noqa: F401  (re-exported)
@@ -236,7 +236,8 @@ def _load_data(cfg: TrainConfig, vocab: Vocabulary, world: distributed.World, lo
                                          "for one sequence; use a longer corpus or a smaller --seq-length")
     if world.distributed:
         if train.batch_size != streams:
-            raise CharRNNError(f"the train split is too short for {streams} streams across {world.size} ranks")
+            raise InvalidInput("batch_size", f"{cfg.batch_size} is too large: the train split is too short for "
+                                             f"{streams} streams across {world.size} ranks")
         train = train.share(world.rows(cfg.batch_size))
     val, val_shared = batches("val"), False
     if val is None:
@@ -251,9 +252,10 @@ def _source_checkpoint(cfg: TrainConfig, vocab: Vocabulary) -> Checkpoint | None
         return None
     source = load_checkpoint(cfg.resume or cfg.init_from)
     if source.vocab != vocab:
-        raise CharRNNError(f"{source.path} was trained with a different vocabulary than {cfg.input_json}")
+        raise InvalidInput("input_json", f"{cfg.input_json} is a different vocabulary than the one {source.path} "
+                                         "was trained with")
     if cfg.resume and not source.train_state:
-        raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
+        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
     return source
 
 
@@ -367,8 +369,12 @@ class Trainer:
         except Diverged as exc:
             events.emit("end", exc.iteration, "diverged")
             raise
+        except torch.OutOfMemoryError:
+            raise Unsupported(f"out of memory on {describe(run.device)} (try a smaller --batch-size or --rnn-size)") from None
         finally:
             events.close()
+            for batches in (run.train_batches, run.val_batches):
+                getattr(batches, "close", lambda: None)()
             distributed.shutdown()
             torch.set_num_threads(threads)
             for sig, handler in previous.items():
