@@ -124,7 +124,7 @@ def run_one(corpus: str, pre, budget: float, precision: str, recipe: str, tmp: P
             "train_loss": sum(h.train_loss_history[-50:]) / max(1, len(h.train_loss_history[-50:])),
             "wall_s": round(seconds, 1), "over_budget": round(seconds / budget - 1, 4),
             "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
-            "threads": __import__("torch").get_num_threads(), "cpu": cpu_model(),
+            "threads": picked.get("threads") or __import__("torch").get_num_threads(), "cpu": cpu_model(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
