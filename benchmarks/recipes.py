@@ -69,7 +69,8 @@ def cpu_model() -> str:
 
 def assemble_docs(dest: Path, size: int = 10_000_000) -> Path:
     """About ``size`` characters of manuals and licences found on this machine, in a fixed order."""
-    sources = sorted(Path("/usr/share/vim").glob("vim*/doc/*.txt")) + sorted(Path("/usr/share/common-licenses").glob("*"))
+    sources = sorted(Path("/usr/share/vim").glob("vim*/doc/*.txt"))
+    sources += sorted(Path("/usr/share/common-licenses").glob("*"))
     sources += sorted(Path("/usr/share/perl").glob("*/pod/*.pod")) + sorted(Path("/usr/share/doc").glob("*/copyright"))
     parts, total = [], 0
     for path in sources:

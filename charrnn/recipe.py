@@ -27,8 +27,8 @@ DROPOUT_FROM_EPOCHS = 2.0
 WORDVEC_SIZE = 64
 SEQ_LENGTH = 50
 CALIBRATION_SHARE, CALIBRATION_MAX_S = 0.03, 8.0  # calibration gets 3% of the budget, at most 8 s
-STARTUP_RESERVE_S = 1.0
-ONE_THREAD_GAIN = 1.5  # train on one thread when it measures this many times faster than all of them  # loading data, building the model, the final validation and checkpoint
+STARTUP_RESERVE_S = 1.0  # building the model, the first steps' warm-up
+ONE_THREAD_GAIN = 1.5  # train on one thread when it measures this many times faster than all of them
 
 
 @dataclass(frozen=True, order=True)
@@ -50,8 +50,8 @@ class Shape:
 
 
 # From the smallest to the largest; all use --seq-length 50.
-CANDIDATES = (Shape(2, 128, 50), Shape(1, 256, 50), Shape(2, 256, 50), Shape(2, 384, 64), Shape(2, 512, 64), Shape(3, 512, 64),
-              Shape(2, 768, 64))
+CANDIDATES = (Shape(2, 128, 50), Shape(1, 256, 50), Shape(2, 256, 50), Shape(2, 384, 64), Shape(2, 512, 64),
+              Shape(3, 512, 64), Shape(2, 768, 64))
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Recipe:
     iterations_per_s: dict  # measured speed of each calibrated candidate ("2x512, batch 64" -> it/s)
     calibration_s: float = 0.0
     applied: dict | None = None  # the options the run used (explicit flags win over the recipe)
-    threads: int | None = None  # torch threads the run trained with (None: torch's choice)
+    threads: int | None = None  # torch threads the run trained with
 
     def options(self) -> dict:
         """The training options this recipe sets (explicit flags are applied over them)."""
@@ -128,8 +128,8 @@ def calibration_seconds(budget: float) -> float:
     return min(CALIBRATION_MAX_S, CALIBRATION_SHARE * budget)
 
 
-def calibrate(vocab_size: int, device, autocast_dtype, seconds: float,
-              candidates: tuple[Shape, ...] = CANDIDATES, seq_length: int = SEQ_LENGTH) -> tuple[dict[Shape, float], int]:
+def calibrate(vocab_size: int, device, autocast_dtype, seconds: float, candidates: tuple[Shape, ...] = CANDIDATES,
+              seq_length: int = SEQ_LENGTH) -> tuple[dict[Shape, float], int]:
     """Iterations per second of each candidate, on random tokens, in about ``seconds`` in all,
     and the number of torch threads to train with.
 
@@ -186,6 +186,7 @@ def _steps_per_second(shape: Shape, vocab_size: int, seq_length: int, device, au
     now = time.monotonic()
     return steps / (now - t1), now - t0
 
+
 def apply(config, vocab_size: int, train_chars: int, device, started: float, world=None,
           log: Callable[[str], None] = print):
     """``config`` with the auto recipe's options under the explicitly given ones, and the recipe
@@ -227,6 +228,7 @@ def apply(config, vocab_size: int, train_chars: int, device, started: float, wor
 
 def describe(config) -> str:
     """One line: the recipe a configuration trains with."""
-    return (f"{config.num_layers}x{config.rnn_size} {config.model_type}, batch {config.batch_size}x{config.seq_length}, "
+    return (f"{config.num_layers}x{config.rnn_size} {config.model_type}, "
+            f"batch {config.batch_size}x{config.seq_length}, "
             f"dropout {config.dropout:g}, {config.lr_schedule} {config.learning_rate:.2g} -> {config.min_lr:.2g}, "
             f"warm-up {config.warmup_iters}, precision {config.precision}")

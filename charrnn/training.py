@@ -165,7 +165,8 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print, started: floa
     if config.recipe and config.recipe.get("auto"):  # --preset auto: calibrate and choose (charrnn.recipe)
         from . import recipe
         train_chars = split_sizes(config.input_h5, ("train",))["train"]
-        config = recipe.apply(config, len(vocab), train_chars, device, started, world, log)
+        config = recipe.apply(config, len(vocab), train_chars, device, started, world,
+                              log if world.main else (lambda message: None))
     train, val, val_shared = _load_data(config, vocab, world, log)
     source = _source_checkpoint(config, vocab)
     torch.manual_seed(config.seed)
