@@ -3,6 +3,7 @@
     python benchmarks/recipes.py --budgets 80 300 --corpora shakespeare speeches-lower \\
         --precisions auto fp32 --recipes auto torch-rnn cpu-small 2x512-d25 [--threads 1]
     python benchmarks/recipes.py --fit          # the MIN_UPDATES consistent with the results so far
+    python benchmarks/recipes.py --speeds       # characters/s of shapes and batch sizes, side by side
 
 Every run trains under ``--time-budget`` with validation = the last 10% of the text
 (``--val-frac 0.1 --test-frac 0``); runs are sequential. Each result row names the CPU, the
@@ -166,6 +167,26 @@ def fit(rows: list[dict]) -> None:
     print(f"MIN_UPDATES consistent with every group on a quiet machine: {low} .. {high} (now {MIN_UPDATES})")
 
 
+def speeds(precision: str, rounds: int = 3, seconds: float = 4.0) -> None:
+    """Training characters per second of a few shapes and batch sizes, interleaved (median of rounds)."""
+    import torch
+
+    from charrnn.device import select_device
+    from charrnn.recipe import Shape, _steps_per_second
+    from charrnn.training import resolve_precision
+
+    device = select_device(-1)
+    dtype = resolve_precision(precision, device)
+    shapes = [Shape(1, 256, 50), Shape(1, 256, 128), Shape(2, 512, 50), Shape(2, 512, 64), Shape(2, 512, 128)]
+    found = {s: [] for s in shapes}
+    for _ in range(rounds):
+        for s in shapes:
+            found[s].append(_steps_per_second(s, 65, 50, device, dtype, seconds)[0] * s.batch_size * 50)
+    print(f"{cpu_model()}, {torch.get_num_threads()} threads, {precision}, load {os.getloadavg()[0]:.1f}")
+    for s in shapes:
+        print(f"| {s} | {sorted(found[s])[rounds // 2]:,.0f} chars/s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=float, nargs="+", default=[80.0], help="seconds")
@@ -177,6 +198,7 @@ def main() -> None:
     parser.add_argument("--max-load", type=float, help="skip a run while the 1-minute load average is above this")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--fit", action="store_true", help="only fit MIN_UPDATES to the stored results")
+    parser.add_argument("--speeds", action="store_true", help="only compare the speed of shapes and batch sizes")
     args = parser.parse_args()
     rows = json.loads(args.output.read_text()) if args.output.is_file() else []
     if args.fit:
@@ -184,6 +206,8 @@ def main() -> None:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.speeds:
+        return speeds(args.precisions[0])
     with tempfile.TemporaryDirectory() as tmp:
         for corpus in args.corpora:
             pre = prepare(corpus, Path(tmp))
