@@ -98,12 +98,12 @@ def peak_lr(rnn_size: int, batch_size: int) -> float:
 
 
 def choose(speeds: dict[Shape, float], seconds: float, train_chars: int, vocab_size: int,
-           seq_length: int = SEQ_LENGTH) -> Recipe:
+           seq_length: int = SEQ_LENGTH, max_updates: int | None = None) -> Recipe:
     """The recipe for ``seconds`` of training at the measured ``speeds`` (iterations/s) on
-    ``train_chars`` characters of training text."""
+    ``train_chars`` characters of training text (and at most ``max_updates`` iterations)."""
     if not speeds:
         raise ValueError("no candidate was calibrated")
-    updates = {shape: int(speed * seconds) for shape, speed in speeds.items()}
+    updates = {shape: min(int(speed * seconds), max_updates or math.inf) for shape, speed in speeds.items()}
     fit = [s for s in speeds if updates[s] >= MIN_UPDATES]
     shape = max(fit, key=lambda s: (s.parameters(vocab_size), s.batch_size)) if fit else \
         max(speeds, key=lambda s: speeds[s] * s.batch_size)
@@ -211,7 +211,8 @@ def apply(config, vocab_size: int, train_chars: int, device, started: float, wor
         speeds = {s: v / world.size for s, v in zip(candidates, mean) if v > 0}
     calibration = time.monotonic() - t0
     seconds = config.time_budget - (time.monotonic() - started) - STARTUP_RESERVE_S
-    recipe = choose(speeds, max(seconds, 1.0), train_chars, vocab_size, seq_length)
+    recipe = choose(speeds, max(seconds, 1.0), train_chars, vocab_size, seq_length,
+                    config.max_iters if "max_iters" in explicit else None)
     recipe.calibration_s, recipe.threads = round(calibration, 2), threads
     if threads != torch.get_num_threads():  # restored when the run ends (Trainer.run)
         log(f"training on {threads} torch thread: it measured faster than {torch.get_num_threads()} "

@@ -53,6 +53,15 @@ def test_without_enough_time_the_candidate_seeing_most_characters_wins():
     assert "no candidate reaches" in recipe.why
 
 
+def test_an_iteration_limit_caps_the_updates_the_rule_counts_on():
+    speeds = {s: 100.0 / (k + 1) ** 2 for k, s in enumerate(CANDIDATES)}
+    free = choose(speeds, 3000, 1_000_000, 65)
+    capped = choose(speeds, 3000, 1_000_000, 65, max_updates=MIN_UPDATES - 1)
+    assert capped.expected_updates == MIN_UPDATES - 1 < free.expected_updates
+    assert (free.num_layers, free.rnn_size) == (CANDIDATES[-1].num_layers, CANDIDATES[-1].rnn_size)
+    assert (capped.num_layers, capped.rnn_size) == (CANDIDATES[0].num_layers, CANDIDATES[0].rnn_size)
+
+
 def test_dropout_grows_with_epochs_and_parameters_per_character():
     assert dropout_for(0.3, epochs=0.5) == 0.0  # no overfitting within the first pass
     assert dropout_for(100.0, epochs=10) == 0.0  # a corpus far larger than the model
