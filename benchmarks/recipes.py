@@ -93,32 +93,43 @@ def prepare(corpus: str, tmp: Path):
     """(h5, json, training characters) of a named corpus, preprocessed into ``tmp``."""
     import charrnn
 
+    corpus, _, first = corpus.partition(":")  # "shakespeare:200k": its first 200,000 characters
     name, lower = corpus.removesuffix("-lower"), corpus.endswith("-lower")
     text = {"shakespeare": SHARED / "tiny-shakespeare.txt", "speeches": SHARED / "speeches.txt"}.get(name)
     if name == "docs10m":
         text = assemble_docs(tmp / "docs10m.txt")
     if text is None or not Path(text).is_file():
         raise SystemExit(f"no corpus {corpus!r} here")
+    if first:
+        short = tmp / f"{corpus}-{first}.txt"
+        short.write_text(Path(text).read_text(encoding="utf-8")[:int(first.lower().replace("k", "000"))])
+        text, corpus = short, f"{corpus}-{first}"
     pre = charrnn.preprocess(text, tmp / f"{corpus}.h5", tmp / f"{corpus}.json", val_frac=0.1, test_frac=0.0,
                              lowercase=lower)
     return pre
 
 
-def run_one(corpus: str, pre, budget: float, precision: str, recipe: str, tmp: Path) -> dict:
+def run_one(corpus: str, pre, budget: float | None, precision: str, recipe: str, tmp: Path,
+            updates: int | None = None, dropout: float | None = None) -> dict:
+    """One training run: for ``budget`` seconds, or (load-independent) for ``updates`` iterations."""
     import charrnn
 
     preset, options = RECIPES[recipe]
+    if dropout is not None:
+        options, recipe = {**options, "dropout": dropout}, f"{recipe}@d{dropout:g}"
+    limit = dict(time_budget=budget) if budget else dict(max_iters=updates)
     load_before = os.getloadavg()
     t0 = time.monotonic()
     result = charrnn.train(input_h5=str(pre.output_h5), input_json=str(pre.output_json), gpu=-1, preset=preset,
-                           time_budget=budget, checkpoint_every=0, print_every=0, quiet=True, max_epochs=100_000,
-                           checkpoint_name=str(tmp / f"{corpus}-{recipe}-{budget:g}-{precision}"), overwrite=True,
-                           precision=precision, **options)
+                           checkpoint_every=0, print_every=0, quiet=True, max_epochs=100_000, overwrite=True,
+                           checkpoint_name=str(tmp / f"{corpus}-{recipe}-{budget or updates}-{precision}"),
+                           precision=precision, **limit, **options)
     seconds = time.monotonic() - t0
+    budget = budget or seconds
     opt = json.loads(result.checkpoint.with_suffix(".json").read_text())["opt"]
     picked = opt.get("recipe") or {}
     h = result.history
-    return {"corpus": corpus, "budget_s": budget, "precision": precision, "recipe": recipe,
+    return {"corpus": corpus, "budget_s": budget, "updates": updates, "precision": precision, "recipe": recipe,
             "shape": f"{opt['num_layers']}x{opt['rnn_size']} b{opt['batch_size']} d{opt['dropout']:g} "
                      f"lr{opt['learning_rate']:.2g}",
             "why": picked.get("why"), "iterations": result.iterations,
@@ -136,11 +147,14 @@ QUIET_LOAD = 2.5  # a 1-minute load average above this distorts a throughput-dep
 def write_table(rows: list[dict], path: Path) -> None:
     lines = ["| corpus | budget | precision | recipe | shape | iterations | val loss | wall (over) | load 1m | threads "
              "| date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["corpus"], r["budget_s"], r["precision"], r["val_loss"] or 99)):
-        load = r["load_before"][0]
-        lines.append(f"| {r['corpus']} | {r['budget_s']:g} s | {r['precision']} | {r['recipe']} | {r['shape']} "
-                     f"| {r['iterations']} | {r['val_loss']:.3f} | {r['wall_s']:.0f} s ({r['over_budget']:+.1%}) "
-                     f"| {load:.1f}{' (distorted)' if load > QUIET_LOAD else ''} | {r['threads']} | {r['date']} |")
+    for r in sorted(rows, key=lambda r: (r["corpus"], r.get("updates") or 0, r["budget_s"] if not r.get("updates")
+                                         else 0, r["precision"], r["val_loss"] or 99)):
+        load, fixed = r["load_before"][0], bool(r.get("updates"))  # a fixed number of updates: load-independent
+        limit = f"{r['updates']} updates" if fixed else f"{r['budget_s']:g} s"
+        wall = f"{r['wall_s']:.0f} s" + ("" if fixed else f" ({r['over_budget']:+.1%})")
+        lines.append(f"| {r['corpus']} | {limit} | {r['precision']} | {r['recipe']} | {r['shape']} "
+                     f"| {r['iterations']} | {r['val_loss']:.3f} | {wall} "
+                     f"| {load:.1f}{' (distorted)' if load > QUIET_LOAD and not fixed else ''} | {r['threads']} | {r['date']} |")
     cpus = sorted({r["cpu"] for r in rows})
     path.write_text(f"Measured on: {'; '.join(cpus)}. Rows with a load average above {QUIET_LOAD} shared the "
                     "CPU with other work: their iteration counts, and so their losses, are not this machine's.\n\n"
@@ -153,7 +167,8 @@ def fit(rows: list[dict]) -> None:
 
     groups: dict = {}
     for r in rows:
-        if r["recipe"] not in ("auto", "cpu-small", "torch-rnn") and r["load_before"][0] <= QUIET_LOAD:
+        if r["recipe"] in RECIPES and r["recipe"] not in ("auto", "cpu-small", "torch-rnn") \
+                and not r.get("updates") and r["load_before"][0] <= QUIET_LOAD:
             groups.setdefault((r["corpus"], r["budget_s"], r["precision"], r["cpu"], r["threads"]), []).append(r)
     low, high = 0, float("inf")
     for key, group in groups.items():
@@ -194,6 +209,9 @@ def main() -> None:
                         help="shakespeare, speeches, docs10m, each optionally with -lower")
     parser.add_argument("--precisions", nargs="+", default=["auto"])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--updates", type=int, help="train each recipe for this many iterations instead of a budget "
+                                                    "(the result does not depend on the machine's load)")
+    parser.add_argument("--dropouts", type=float, nargs="+", help="run each fixed recipe with each of these dropouts")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--max-load", type=float, help="skip a run while the 1-minute load average is above this")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -211,13 +229,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for corpus in args.corpora:
             pre = prepare(corpus, Path(tmp))
-            for budget in args.budgets:
+            for budget in [None] if args.updates else args.budgets:
                 for precision in args.precisions:
-                    for recipe in args.recipes:
+                    for recipe, dropout in [(r, d) for r in args.recipes for d in args.dropouts or [None]]:
                         if args.max_load and os.getloadavg()[0] > args.max_load:
                             print(f"skipped {corpus} {budget:g} s {precision} {recipe}: load {os.getloadavg()[0]:.1f}")
                             continue
-                        row = run_one(corpus, pre, budget, precision, recipe, Path(tmp))
+                        if args.updates and RECIPES[recipe][0] == "auto":
+                            continue  # the auto recipe needs a time budget
+                        row = run_one(corpus, pre, budget, precision, recipe, Path(tmp), args.updates, dropout)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
                         args.output.parent.mkdir(parents=True, exist_ok=True)
