@@ -127,7 +127,7 @@ def run_one(corpus: str, pre, budget: float | None, precision: str, recipe: str,
     seconds = time.monotonic() - t0
     budget = budget or seconds
     opt = json.loads(result.checkpoint.with_suffix(".json").read_text())["opt"]
-    picked = opt.get("recipe") or {}
+    picked = json.loads(opt["recipe"]) if opt.get("recipe") else {}
     h = result.history
     return {"corpus": corpus, "budget_s": budget, "updates": updates, "precision": precision, "recipe": recipe,
             "shape": f"{opt['num_layers']}x{opt['rnn_size']} b{opt['batch_size']} d{opt['dropout']:g} "
@@ -188,7 +188,7 @@ def speeds(precision: str, rounds: int = 3, seconds: float = 4.0) -> None:
 
     from charrnn.device import select_device
     from charrnn.recipe import Shape, _steps_per_second
-    from charrnn.training import resolve_precision
+    from charrnn.precision import resolve_precision
 
     device = select_device(-1)
     dtype = resolve_precision(precision, device)

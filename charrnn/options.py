@@ -8,6 +8,7 @@ preset and a resumed run's saved configuration, for both front ends.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -121,8 +122,8 @@ class TrainConfig:
                                     range=NON_NEGATIVE)
     stream_data: bool | None = option(None, "Stream the splits from the file (None: those over 8M tokens).",
                                       cli=False)
-    recipe: dict | None = option(None, "What --preset auto chose and why (charrnn.recipe); set by the run.",
-                                 cli=False)
+    recipe: str | None = option(None, "What --preset auto chose and why, as JSON text (charrnn.recipe); set by the "
+                                      "run.", cli=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # torch-rnn style 0/1 for booleans
@@ -217,7 +218,7 @@ def resolve_train_config(explicit: dict[str, Any], preset: str | None = None,
     if explicit.get("resume"):
         merged.update(_resumed_options(explicit, log or (lambda message: None)))
     elif _auto_recipe(explicit, preset):  # chosen by the run itself, after a calibration (charrnn.recipe)
-        merged["recipe"] = {"auto": True, "explicit": sorted(explicit)}
+        merged["recipe"] = json.dumps({"auto": True, "explicit": sorted(explicit)})
     merged.update(explicit)
     return TrainConfig(**merged)
 

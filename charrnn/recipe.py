@@ -14,6 +14,7 @@ the sweep in ``benchmarks/recipes.py`` (README, "Best model per CPU-minute"):
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -56,7 +57,7 @@ CANDIDATES = (Shape(2, 128, 50), Shape(1, 256, 50), Shape(2, 256, 50), Shape(2, 
 
 @dataclass
 class Recipe:
-    """What ``--preset auto`` chose, and why: recorded in the checkpoint as ``opt["recipe"]``."""
+    """What ``--preset auto`` chose, and why: recorded in the checkpoint as JSON text, ``opt["recipe"]``."""
 
     num_layers: int
     rnn_size: int
@@ -81,8 +82,24 @@ class Recipe:
                     learning_rate=self.learning_rate, lr_schedule="cosine", warmup_iters=self.warmup_iters,
                     min_lr=self.min_lr, model_type="lstm")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def pending(config) -> bool:
+    """Whether a run must still choose its recipe (``--preset auto`` for a new model)."""
+    if not config.recipe or config.resume or config.init_from:
+        return False
+    return (recorded(config.recipe) or {}).get("auto") is True
+
+
+def recorded(text: str | None) -> dict | None:
+    """The recipe stored as JSON text in a checkpoint's ``opt["recipe"]`` (None when absent or unreadable)."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def dropout_for(chars_per_parameter: float, epochs: float) -> float:
@@ -195,9 +212,9 @@ def apply(config, vocab_size: int, train_chars: int, device, started: float, wor
     import torch
 
     from . import distributed
-    from .training import resolve_precision
+    from .precision import resolve_precision
 
-    explicit = set(config.recipe.get("explicit", ()))
+    explicit = set(recorded(config.recipe).get("explicit", ()))
     seq_length = config.seq_length if "seq_length" in explicit else SEQ_LENGTH
     precision = config.precision if "precision" in explicit else "auto"
     candidates = CANDIDATES
@@ -224,7 +241,7 @@ def apply(config, vocab_size: int, train_chars: int, device, started: float, wor
     log(f"recipe (--preset auto): {describe(config)}; calibrated {len(speeds)} candidates in {calibration:.1f} s")
     log(f"  because {recipe.why}" + (f"; explicit flags kept: {', '.join(sorted(explicit & set(recipe.options())))}"
                                     if explicit & set(recipe.options()) else ""))
-    return replace(config, recipe=recipe.to_dict())
+    return replace(config, recipe=recipe.to_json())
 
 
 def describe(config) -> str:

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import distributed
+from . import distributed, recipe
 from .checkpoint import (Checkpoint, checkpoint_stem, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
                          save_checkpoint)
 from .data import BatchSource, InMemoryBatches, open_batches, split_sizes
@@ -138,8 +138,7 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print, started: floa
     world = distributed.world_from_env()
     device = _device(config, world)
     vocab = Vocabulary.load(config.input_json)
-    if config.recipe and config.recipe.get("auto"):  # --preset auto: calibrate and choose (charrnn.recipe)
-        from . import recipe
+    if recipe.pending(config):  # --preset auto: calibrate and choose
         train_chars = split_sizes(config.input_h5, ("train",))["train"]
         config = recipe.apply(config, len(vocab), train_chars, device, started, world,
                               log if world.main else (lambda message: None))

@@ -29,7 +29,8 @@ def one_thread():
 
 def opt_of(directory) -> dict:
     from charrnn import load_checkpoint
-    return json.loads(load_checkpoint(directory).path.with_suffix(".json").read_text())["opt"]
+    opt = json.loads(load_checkpoint(directory).path.with_suffix(".json").read_text())["opt"]
+    return {**opt, "recipe": json.loads(opt["recipe"]) if opt["recipe"] else None}  # stored as JSON text
 
 
 # -- the rule (a pure function of measured speeds, corpus size and budget) ---------------------------
