@@ -6,8 +6,9 @@ the sweep in ``benchmarks/recipes.py`` (README, "Best model per CPU-minute"):
 
 * **capacity**: the largest candidate that still gets :data:`MIN_UPDATES` optimizer updates in the
   time left (a wide model that takes too few steps loses to a smaller one that converges);
-* **dropout**: none while the run sees the text fewer than :data:`DROPOUT_FROM_EPOCHS` times,
-  else by the corpus's characters per parameter (the fewer, the more the model can memorise);
+* **dropout**: between layers only (on a single layer's output it did not help in the sweep),
+  none while the run sees the text fewer than :data:`DROPOUT_FROM_EPOCHS` times, else by the
+  corpus's characters per parameter (the fewer, the more the model can memorise);
 * **learning rate**: :data:`PEAK_LR` of the width, scaled by sqrt(batch / 50); a linear
   warm-up over the first ~3% of updates, then a cosine decay to a tenth at the deadline.
 """
@@ -102,9 +103,9 @@ def recorded(text: str | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def dropout_for(chars_per_parameter: float, epochs: float) -> float:
+def dropout_for(chars_per_parameter: float, epochs: float, num_layers: int = 2) -> float:
     """Dropout for a model with this many training characters per parameter, trained for ``epochs``."""
-    if epochs < DROPOUT_FROM_EPOCHS:
+    if epochs < DROPOUT_FROM_EPOCHS or num_layers < 2:
         return 0.0
     return next(p for at_least, p in DROPOUT if chars_per_parameter >= at_least)
 
@@ -128,7 +129,7 @@ def choose(speeds: dict[Shape, float], seconds: float, train_chars: int, vocab_s
     params = shape.parameters(vocab_size)
     seen = n * shape.batch_size * seq_length
     per_param, epochs = train_chars / params, seen / train_chars
-    dropout = dropout_for(per_param, epochs)
+    dropout = dropout_for(per_param, epochs, shape.num_layers)
     lr = peak_lr(shape.rnn_size, shape.batch_size)
     why = (f"{shape} is the largest candidate with at least {MIN_UPDATES} updates in {seconds:.0f} s "
            if fit else f"no candidate reaches {MIN_UPDATES} updates in {seconds:.0f} s: {shape} sees the most "

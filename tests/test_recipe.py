@@ -65,6 +65,7 @@ def test_an_iteration_limit_caps_the_updates_the_rule_counts_on():
 
 def test_dropout_grows_with_epochs_and_parameters_per_character():
     assert dropout_for(0.3, epochs=0.5) == 0.0  # no overfitting within the first pass
+    assert dropout_for(0.3, epochs=10, num_layers=1) == 0.0  # on one layer's output it did not help
     assert dropout_for(100.0, epochs=10) == 0.0  # a corpus far larger than the model
     assert 0 < dropout_for(5.0, epochs=10) < dropout_for(0.3, epochs=10)
     speeds = {Shape(2, 512, 64): 10.0}
