@@ -123,7 +123,8 @@ class DeadlinePlanner:
     def on_start(self, run) -> None:
         self.started = time.monotonic()
         # The budget counts from the command's start (start-up and a recipe's calibration included).
-        self.deadline = (run.started or self.started) + run.config.time_budget
+        spent = min(max(0.0, self.started - run.started), run.config.time_budget) if run.started else 0.0
+        self.deadline = self.started + run.config.time_budget - spent
         # The final checkpoint: weights and Adam's two moments, written at a conservative 100 MB/s.
         self.save_s = 0.25 + 12 * sum(p.numel() for p in run.model.parameters()) / 100e6
 
