@@ -164,10 +164,11 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
     if nproc and nproc > 1:
         command = torchrun_command(ctx, nproc)
         os.execv(command[0], command)
+    started = time.monotonic()  # a --time-budget counts from here (importing torch included)
     from .training import Trainer
 
     config = resolve_train_config(explicit_options(ctx, options), preset, None if quiet else click.echo)
-    result = Trainer(config, quiet=quiet).run(handle_signals=True)
+    result = Trainer(config, quiet=quiet, started=started).run(handle_signals=True)
     if result.interrupted_by is not None:
         click.echo(f"saved {result.checkpoint}; resume with: charrnn train --resume {result.checkpoint}", err=True)
         sys.exit(128 + result.interrupted_by)

@@ -8,6 +8,7 @@ preset and a resumed run's saved configuration, for both front ends.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -121,6 +122,8 @@ class TrainConfig:
                                     range=NON_NEGATIVE)
     stream_data: bool | None = option(None, "Stream the splits from the file (None: those over 8M tokens).",
                                       cli=False)
+    recipe: str | None = option(None, "What --preset auto chose and why, as JSON text (charrnn.recipe); set by the "
+                                      "run.", cli=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # torch-rnn style 0/1 for booleans
@@ -214,8 +217,24 @@ def resolve_train_config(explicit: dict[str, Any], preset: str | None = None,
         merged.update(PRESETS[preset])
     if explicit.get("resume"):
         merged.update(_resumed_options(explicit, log or (lambda message: None)))
+    elif _auto_recipe(explicit, preset):  # chosen by the run itself, after a calibration (charrnn.recipe)
+        merged["recipe"] = json.dumps({"auto": True, "explicit": sorted(explicit)})
     merged.update(explicit)
     return TrainConfig(**merged)
+
+
+ARCHITECTURE = ("model_type", "wordvec_size", "rnn_size", "num_layers", "batchnorm")
+
+
+def _auto_recipe(explicit: dict[str, Any], preset: str | None) -> bool:
+    """--preset auto, or a --time-budget with no preset and no architecture flag (a new model only)."""
+    if explicit.get("init_from"):
+        return False
+    if preset == "auto":
+        if not explicit.get("time_budget"):
+            raise InvalidInput("preset", "auto needs --time-budget (the recipe is chosen for the time it has)")
+        return True
+    return preset is None and bool(explicit.get("time_budget")) and not any(k in explicit for k in ARCHITECTURE)
 
 
 def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:

@@ -6,4 +6,7 @@ PRESETS: dict[str, dict] = {
     "cpu-small": dict(num_layers=1, rnn_size=256, wordvec_size=64, batch_size=50, seq_length=50,
                       learning_rate=4e-3, lr_schedule="cosine", warmup_iters=20, min_lr=4e-4, dropout=0.0,
                       precision="auto"),
+    # Chosen at run time for this machine, corpus and --time-budget (charrnn/recipe.py); the default
+    # whenever a time budget is given without an architecture flag.
+    "auto": {},
 }

@@ -122,7 +122,11 @@ class DeadlinePlanner:
 
     def on_start(self, run) -> None:
         self.started = time.monotonic()
-        self.deadline = self.started + run.config.time_budget
+        # The budget counts from the command's start (start-up and a recipe's calibration included).
+        spent = min(max(0.0, self.started - run.started), run.config.time_budget) if run.started else 0.0
+        self.deadline = self.started + run.config.time_budget - spent
+        # The final checkpoint: weights and Adam's two moments, written at a conservative 100 MB/s.
+        self.save_s = 0.25 + 12 * sum(p.numel() for p in run.model.parameters()) / 100e6
 
     def on_step(self, step) -> None:
         run, i = self.run, step.i
@@ -130,7 +134,7 @@ class DeadlinePlanner:
         per_iter = (now - self.started) / done
         val_batches = run.val_batches.num_batches if run.val_batches is not None else 0
         val_batches = min(val_batches, run.config.val_max_batches or val_batches)
-        reserve = val_batches * per_iter / 3 + 0.25  # a forward pass costs about a third of a step
+        reserve = val_batches * per_iter / 3 + self.save_s  # a forward pass costs about a third of a step
         if now + per_iter + reserve >= self.deadline:
             if i < run.total:
                 run.control.planned_end = i

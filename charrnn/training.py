@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import distributed
+from . import distributed, recipe
 from .checkpoint import (Checkpoint, checkpoint_stem, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
                          save_checkpoint)
 from .data import BatchSource, InMemoryBatches, open_batches, split_sizes
@@ -93,6 +93,7 @@ class Run:
     last_checkpoint: Path | None = None
     control: Control = field(default_factory=Control)
     say: Callable[[str], None] = print  # messages during the run (through the progress bar)
+    started: float = 0.0  # time.monotonic() when the command began: a time budget counts from here
     _on_device: tuple | None = None  # a small train split, whole, on the device
 
     @property
@@ -126,13 +127,21 @@ class Run:
         return Diverged(i, f"training diverged at iteration {i}: {why}; {where}. Try a lower --learning-rate")
 
 
-def setup(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
-    """Check the checkpoint name, join the process group, load data, build or restore model and optimizer."""
+def setup(config: TrainConfig, log: Callable[[str], None] = print, started: float | None = None) -> Run:
+    """Check the checkpoint name, join the process group, load data, build or restore model and optimizer.
+
+    ``started``: when the command began (``time.monotonic()``); a time budget counts from there.
+    """
+    started = time.monotonic() if started is None else started
     config.validate()
     _check_checkpoint_name(config)
     world = distributed.world_from_env()
     device = _device(config, world)
     vocab = Vocabulary.load(config.input_json)
+    if recipe.pending(config):  # --preset auto: calibrate and choose
+        train_chars = split_sizes(config.input_h5, ("train",))["train"]
+        config = recipe.apply(config, len(vocab), train_chars, device, started, world,
+                              log if world.main else (lambda message: None))
     train, val, val_shared = _load_data(config, vocab, world, log)
     source = _source_checkpoint(config, vocab)
     torch.manual_seed(config.seed)
@@ -146,7 +155,7 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     run = Run(config, world, device, vocab, train, val, val_shared, model, net,
               build_optimizer(model, config.learning_rate, device), resolve_precision(config.precision, device),
-              lr=config.learning_rate)
+              lr=config.learning_rate, started=started)
     if config.resume:
         _restore(run, source)
     elif source and not config.reset_iterations:
@@ -296,9 +305,10 @@ class Trainer:
     """Runs one training job. ``Trainer(config).run()``; the CLI is a thin layer over it."""
 
     def __init__(self, config: TrainConfig, progress_bar: bool | None = None, quiet: bool = False,
-                 subscribers: tuple = ()) -> None:
+                 subscribers: tuple = (), started: float | None = None) -> None:
         config.validate()
         self.config, self.progress_bar, self.quiet = config, progress_bar, quiet
+        self.started = time.monotonic() if started is None else started  # a time budget counts from here
         self.extra_subscribers = list(subscribers)
         self.stop_signal: int | None = None
 
@@ -310,10 +320,12 @@ class Trainer:
         """Train to the end (or the time budget, patience, or a stop request) and return the result."""
         from .subscribers import default_subscribers
 
+        threads = torch.get_num_threads()  # --preset auto may train on fewer (charrnn.recipe)
         try:
-            run = setup(self.config, self._log)
+            run = setup(self.config, self._log, self.started)
         except BaseException:
             distributed.shutdown()
+            torch.set_num_threads(threads)
             raise
         self.quiet = self.quiet or not run.world.main
         self._describe(run)
@@ -334,6 +346,7 @@ class Trainer:
                 if batches is not None:
                     batches.close()
             distributed.shutdown()
+            torch.set_num_threads(threads)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -412,8 +425,9 @@ def config_for_resume(checkpoint: str | Path, **overrides) -> TrainConfig:
 def train(**options) -> TrainResult:
     """Train from keyword options (those of :class:`TrainConfig`, plus ``preset``, ``quiet`` and
     ``progress_bar``); returns the final checkpoint."""
+    started = time.monotonic()
     quiet = options.pop("quiet", False)
     progress_bar = options.pop("progress_bar", None)
     preset = options.pop("preset", None)
     config = resolve_train_config(options, preset, None if quiet else print)
-    return Trainer(config, progress_bar=progress_bar, quiet=quiet).run()
+    return Trainer(config, progress_bar=progress_bar, quiet=quiet, started=started).run()

@@ -155,7 +155,8 @@ def _has_mpl() -> bool:
 
 
 def test_eval_matches_validation_loss_from_training(cli, dataset, tmp_path):
-    result = run(dataset, tmp_path, max_iters=12, checkpoint_every=0)
+    # eval computes in fp32; so must the training run's validation (--precision auto may pick bf16 here)
+    result = run(dataset, tmp_path, max_iters=12, checkpoint_every=0, precision="fp32")
     out = cli("eval", "--checkpoint", result.checkpoint)
     assert out.code == 0, out
     printed = float(out.out.split("val loss = ")[1].split()[0])
