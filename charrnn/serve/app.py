@@ -84,6 +84,8 @@ class Server:
         self.run_sources = list(runs) + [m.source if m.follows else m.source.parent for m in self.models.values()]
         self.batchers: dict[str, list[Batcher]] = {name: [] for name in self.models}
         self.metrics = Metrics(list(self.models), self.rows, self.queued)
+        for served in self.models.values():  # load and warm each engine now, not on the first request
+            self.batcher(served)
 
     def rows(self, name: str) -> int:
         return sum(b.rows for b in self.batchers[name])
@@ -109,6 +111,7 @@ class Server:
         if not group or group[-1].model is not loaded:
             s = self.settings
             group.append(Batcher(loaded, s.max_batch, s.max_queue, self.metrics, served.name))
+            group[-1].warm()
         for old in group[:-1]:
             if old.idle:
                 old.stop()
@@ -166,12 +169,12 @@ class LogprobWriter:
         out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         for ch in prompt_text:
             self._add(out, ch, None, None)
-        for e in entries:
-            if e is None:
+        for token, step in entries:
+            if step is None:  # a first character drawn without a prompt: uniform, not from the model
+                self._add(out, _token_text(self.vocab, token), None, None)
                 continue
-            token, lp, top = _unpack_logprob(e)
-            self._add(out, _token_text(self.vocab, token), lp,
-                      {_token_text(self.vocab, t): v for t, v in top})
+            self._add(out, _token_text(self.vocab, token), float(step.logprob),
+                      {_token_text(self.vocab, t): float(v) for t, v in step.top})
         return out
 
     def _add(self, out: dict, text: str, lp, top) -> None:
@@ -180,14 +183,6 @@ class LogprobWriter:
         out["top_logprobs"].append(top)
         out["text_offset"].append(self.offset)
         self.offset += len(text)
-
-
-def _unpack_logprob(e) -> tuple[int, float, list]:
-    """(chosen token, its logprob, [(token, logprob)] of the top ones) from the engine's entry."""
-    if isinstance(e, dict):
-        return int(e["token"]), float(e["logprob"]), [(int(t), float(v)) for t, v in e["top"]]
-    token, lp, top = e
-    return int(token), float(lp), [(int(t), float(v)) for t, v in top]
 
 
 class Completion:

@@ -97,7 +97,7 @@ class Batcher:
     """Owns one engine (one model version) and the thread that steps it."""
 
     def __init__(self, model: LoadedModel, capacity: int, max_queue: int, metrics=None, name: str = "",
-                 prime_chunk: int = 32, flush_every: float = 0.02) -> None:
+                 prime_chunk: int = 256, flush_every: float = 0.02) -> None:
         self.model, self.capacity, self.max_queue = model, capacity, max_queue
         self.metrics, self.name = metrics, name
         self.prime_chunk, self.flush_every = prime_chunk, flush_every
@@ -113,6 +113,15 @@ class Batcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._last_flush = 0.0
+
+    def warm(self) -> None:
+        """One throw-away step, so that compiled kernels are ready before the first request."""
+        slot = self.engine.open(SamplingParams(logprobs=1))
+        self.engine.prime(slot, np.zeros(2, np.int64))
+        self.engine.sample(np.array([slot]))
+        self.engine.feed(np.array([slot]), np.zeros(1, np.int64))
+        self.engine.first(np.array([slot]))
+        self.engine.close(slot)
 
     # -- the HTTP side -------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -196,22 +205,19 @@ class Batcher:
                     self._finish_job(job, [] if job.cancelled else [Event(c.index, error="timeout") for c in job.choices])
 
     def _prime(self) -> None:
-        """Feed up to ``prime_chunk`` prompt characters into every row still reading its prompt."""
-        priming = [j for j in self.active if j.primed < len(j.prompt)]
-        for _ in range(self.prime_chunk):
-            priming = [j for j in priming if j.primed < len(j.prompt)]
-            if not priming:
-                break
-            slots = np.array([j.choices[0].slot for j in priming])
-            self.engine.feed(slots, np.array([j.prompt[j.primed] for j in priming]))
-            for j in priming:
-                j.primed += 1
-                if j.primed == len(j.prompt):
-                    head = j.choices[0]
-                    for c in j.choices[1:]:
-                        self.engine.copy_state(head.slot, c.slot)
-                    for c in j.choices:
-                        c.started, c.first = True, False
+        """Feed the next ``prime_chunk`` prompt characters of every row still reading its prompt."""
+        for j in self.active:
+            if j.primed >= len(j.prompt):
+                continue
+            head = j.choices[0]
+            chunk = j.prompt[j.primed:j.primed + self.prime_chunk]
+            self.engine.prime(head.slot, chunk)
+            j.primed += len(chunk)
+            if j.primed == len(j.prompt):
+                for c in j.choices[1:]:
+                    self.engine.copy_state(head.slot, c.slot)
+                for c in j.choices:
+                    c.started, c.first = True, False
 
     def _step(self) -> None:
         rows = [(j, c) for j in self.active for c in j.choices if c.started and not c.done]
@@ -233,7 +239,7 @@ class Batcher:
             c.first = False
             c.pending.append(tok)
             if c.params.logprobs:
-                c.pending_lp.append(lp)
+                c.pending_lp.append((tok, lp))
             c.produced += 1
             if c.produced >= job.max_tokens:
                 c.done = True

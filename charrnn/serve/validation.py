@@ -82,12 +82,22 @@ def _alias(body: dict, name: str, alias: str) -> None:
 
 
 def parse_completion(body: object, limits: Limits) -> CompletionRequest:
-    """A validated request; raises :class:`InvalidInput` naming the first bad field."""
+    """A validated request; raises :class:`InvalidInput` naming the first bad field (as the client spelled it)."""
     if not isinstance(body, dict):
         raise InvalidInput(None, "the request body must be a JSON object")
     body = dict(body)
+    spelled = {name: alias for name, alias in (("prompt", "start_text"), ("max_tokens", "length")) if alias in body}
     _alias(body, "prompt", "start_text")
     _alias(body, "max_tokens", "length")
+    try:
+        return _parse(body, limits)
+    except InvalidInput as exc:
+        if exc.field in spelled:
+            raise InvalidInput(spelled[exc.field], exc.problem) from None
+        raise
+
+
+def _parse(body: dict, limits: Limits) -> CompletionRequest:
     for key in body:
         if key not in KNOWN:
             raise InvalidInput(key, "is not a known field")
