@@ -49,6 +49,8 @@ def events(client, **body) -> list:
 def streamed_texts(chunks: list, n: int = 1) -> tuple[list[str], list]:
     texts, finish = [""] * n, [None] * n
     for chunk in chunks[:-1]:
+        indices = [c["index"] for c in chunk["choices"]]
+        assert len(indices) == len(set(indices)), "a chunk names each choice once"
         for c in chunk["choices"]:
             assert finish[c["index"]] is None, "finish_reason comes only on a choice's last chunk"
             texts[c["index"]] += c["text"]

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..engine import SamplingParams
 from ..errors import CharRNNError, InvalidInput
-from .batcher import Batcher, Choice, Event, Job, QueueFull
+from .batcher import SHUTDOWN, Batcher, Choice, Event, Job, QueueFull, ShuttingDown
 from .metrics import Metrics
 from .models import ServedModel, model_names
 from .runs import find_runs, snapshot
@@ -219,9 +219,15 @@ def timeout_error(settings: Settings) -> ApiError:
                          f"({settings.request_timeout:g} s)", "timeout_error", code="request_timeout")
 
 
+def shutting_down() -> ApiError:
+    return ApiError(503, "the server is shutting down", "server_error", code="server_shutdown")
+
+
 def event_error(server: Server, event: Event) -> ApiError:
     if event.error == "timeout":
         return timeout_error(server.settings)
+    if event.error == SHUTDOWN:
+        return shutting_down()
     return ApiError(500, event.error or "internal error", "server_error", code="internal_error")
 
 
@@ -244,6 +250,8 @@ async def completions(request: Request) -> Response:
         job = make_job(server, req, batcher)
         try:
             batcher.submit(job)
+        except ShuttingDown:
+            raise shutting_down() from None
         except QueueFull:
             server.metrics.reject("queue_full")
             raise ApiError(429, f"the server is busy: {server.settings.max_queue} requests are already waiting; "
@@ -304,6 +312,18 @@ async def reply(request: Request, server: Server, batcher: Batcher, out: Complet
     return JSONResponse(body)
 
 
+def merge(events: list[Event]) -> list[Event]:
+    """One event per choice: a chunk names each choice once."""
+    merged: dict[int, Event] = {}
+    for e in events:
+        if e.index in merged:
+            m = merged[e.index]
+            merged[e.index] = Event(e.index, m.text + e.text, m.logprobs + e.logprobs, e.finish_reason or m.finish_reason)
+        else:
+            merged[e.index] = e
+    return list(merged.values())
+
+
 def sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -319,7 +339,7 @@ async def stream(server: Server, batcher: Batcher, out: Completion):
             if errors:
                 yield sse(event_error(server, errors[0]).body())
                 break
-            choices = [out.choice(e.index, e.text, e.logprobs, e.finish_reason) for e in events
+            choices = [out.choice(e.index, e.text, e.logprobs, e.finish_reason) for e in merge(events)
                        if e.text or e.finish_reason]
             if choices:
                 yield sse(out.chunk(choices))

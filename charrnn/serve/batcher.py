@@ -23,6 +23,13 @@ from .models import LoadedModel
 from .stops import StopMatcher
 
 
+SHUTDOWN = "shutdown"
+
+
+class ShuttingDown(Exception):
+    """The server is stopping: no new work."""
+
+
 class QueueFull(Exception):
     """The waiting queue is at its limit: the request is rejected (429), never left hanging."""
 
@@ -35,7 +42,7 @@ class Event:
     text: str = ""
     logprobs: list = field(default_factory=list)  # one entry per token: (token text, logprob, {top text: lp})
     finish_reason: str | None = None
-    error: str | None = None  # "timeout" or an internal error message
+    error: str | None = None  # "timeout", "shutdown" or an internal error message
 
 
 class Choice:
@@ -126,6 +133,8 @@ class Batcher:
     # -- the HTTP side -------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._cond:
+            if self._stopping:
+                raise ShuttingDown
             if len(self.pending) >= self.max_queue:
                 raise QueueFull
             self.pending.append(job)
@@ -172,7 +181,7 @@ class Batcher:
             except Exception as exc:  # an engine failure ends the running requests, not the server
                 self._fail_all(f"internal error in the sampling engine: {type(exc).__name__}: {exc}")
             self._flush()
-        self._fail_all("the server is shutting down")
+        self._fail_all(SHUTDOWN)
 
     def _admit(self) -> None:
         while self.pending and (self.pending[0].cancelled or len(self.pending[0].choices) <= self.free):
@@ -196,8 +205,9 @@ class Batcher:
                 self._release(job)
                 self._finish_job(job, [])
             elif now > job.deadline:
+                events = [Event(c.index, error="timeout") for c in job.choices if not c.done]
                 self._release(job)
-                self._finish_job(job, [Event(c.index, error="timeout") for c in job.choices if not c.done])
+                self._finish_job(job, events)
         with self._cond:
             for job in list(self.pending):
                 if now > job.deadline or job.cancelled:

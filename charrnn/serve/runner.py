@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 import sys
 
 from ..errors import CharRNNError
+
+
+class Stopped(Exception):
+    """SIGTERM, after uvicorn's graceful shutdown."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped
+
+
+def _server_class():
+    import uvicorn
+
+    class ClosingServer(uvicorn.Server):
+        """Ends the open streams (an error chunk, then [DONE]) before waiting for connections to close."""
+
+        def __init__(self, config, close_streams) -> None:
+            super().__init__(config)
+            self.close_streams = close_streams
+
+        async def shutdown(self, sockets=None) -> None:
+            await asyncio.to_thread(self.close_streams)
+            await super().shutdown(sockets)
+
+    return ClosingServer
+
+
+def _Server(config, close_streams):
+    return _server_class()(config, close_streams)
 
 
 def log(message: str) -> None:
@@ -52,12 +83,14 @@ def serve(checkpoints: list[str], runs: list[str], host: str, port: int, **optio
         + (", API key required" if s.api_key else ""))
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             lifespan="on")
-    server = uvicorn.Server(config)
+    server = _Server(config, server_state.close)
+    previous = signal.signal(signal.SIGTERM, _stopped)
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the signal it caught once it has shut down
+    except (KeyboardInterrupt, Stopped):  # uvicorn re-raises the signal it caught once it has shut down
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
         server_state.close()
     log("charrnn serve: stopped")
