@@ -14,8 +14,9 @@ __version__ = "0.1.0"
 
 _API = {
     "preprocess": "preprocessing", "Vocabulary": "vocab", "load_splits": "data", "make_batches": "data",
-    "CharRNN": "model", "ModelConfig": "model", "Trainer": "training", "TrainConfig": "training", "train": "training",
-    "evaluate": "training", "load_checkpoint": "checkpoint", "Sampler": "sampling", "sample": "sampling",
+    "CharRNN": "model", "ModelConfig": "model", "Trainer": "training", "TrainConfig": "options", "train": "training",
+    "evaluate": "step", "build_model": "step", "build_optimizer": "step", "train_step": "step",
+    "load_checkpoint": "checkpoint", "Sampler": "sampling", "sample": "sampling",
     "select_device": "device", "CharRNNError": "errors",
 }
 

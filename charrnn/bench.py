@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .model import CharRNN, ModelConfig
-from .training import _adam_kwargs, _autocast, resolve_precision
+from .step import build_model, build_optimizer, train_step
+from .training import resolve_precision
 
 V, D, N, T = 65, 64, 50, 50
 
@@ -107,24 +108,18 @@ def plain_step_fn(layers: int, H: int, device: torch.device, batch: int = N):
 
 
 def charrnn_step_fn(layers: int, H: int, device: torch.device, precision: str, batch: int = N):
-    """charrnn's training iteration, as Trainer._step runs it (carried state, clip, fused Adam)."""
-    model = CharRNN(ModelConfig(V, "lstm", D, H, layers)).to(device)
-    params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=2e-3, **_adam_kwargs(device))
+    """charrnn's training iteration, exactly as ``charrnn train`` runs it (the public train_step)."""
+    model = build_model(ModelConfig(V, "lstm", D, H, layers), device)
+    opt = build_optimizer(model, 2e-3, device)
     dtype = resolve_precision(precision, device)
     x = torch.randint(V, (batch, T), device=device)
     y = torch.randint(V, (batch, T), device=device)
     state = [None]
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        with _autocast(device, dtype):
-            loss, s = model.loss(x, y, state[0])
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(params, 5.0)
-        opt.step()
-        state[0] = tuple(t.detach() for t in s)
-        return loss.item()
+        out = train_step(model, opt, x, y, state[0], grad_clip=5.0, autocast_dtype=dtype)
+        state[0] = out.state
+        return out.loss
     return step
 
 

@@ -5,13 +5,18 @@ Heavy modules (torch, h5py) are imported inside the commands, so ``charrnn --hel
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 
 import click
+from click.core import ParameterSource
 
 from .errors import CharRNNError
+from .options import GPU_HELP, LR_FIND_TRAIN_OPTIONS, LRFindOptions, TrainConfig, resolve_train_config
+from .presets import PRESETS
+
 
 class Duration(click.ParamType):
     """Seconds, or a number with a unit: 90, 90s, 5m, 2h, 1.5h."""
@@ -34,24 +39,69 @@ class Duration(click.ParamType):
 
 
 POSITIVE_INT = click.IntRange(min=1)
-
-
-def model_options(command):
-    """The architecture flags, shared by train and lr-find."""
-    for option in reversed([
-        click.option("--model-type", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True),
-        click.option("--wordvec-size", type=POSITIVE_INT, default=64, show_default=True),
-        click.option("--rnn-size", type=POSITIVE_INT, default=128, show_default=True),
-        click.option("--num-layers", type=POSITIVE_INT, default=2, show_default=True),
-        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
-    ]):
-        command = option(command)
-    return command
 NON_NEGATIVE_INT = click.IntRange(min=0)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 FRACTION = click.FloatRange(min=0, max=1, max_open=True)
 FLAG01 = click.IntRange(0, 1)
-GPU_HELP = "GPU index: -1 = CPU; default: GPU 0 when present, else the CPU."
+
+
+def options_of(config_class, names=None, **overrides):
+    """Click options for the fields of a config dataclass (all, or ``names`` in that order).
+
+    Flag, type, range, choices, default and help all come from the field (see
+    :func:`charrnn.options.option`); ``overrides`` maps a field name to extra click keywords.
+    """
+    chosen = {f.name: f for f in dataclasses.fields(config_class) if f.metadata.get("cli", True)}
+
+    def decorate(command):
+        for name in reversed(list(names or chosen)):
+            command = _click_option(chosen[name], **overrides.get(name, {}))(command)
+        return command
+    return decorate
+
+
+def _click_option(f, **extra):
+    meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+    if meta.get("kind") == "flag":
+        return click.option(flag, is_flag=True, default=f.default, help=meta["help"], **extra)
+    base, kind, span = str(f.type).replace(" | None", "").strip(), meta.get("kind"), meta.get("range")
+    if kind == "01":
+        kind_type, default = FLAG01, int(f.default)
+    else:
+        default = None if f.default == "" else f.default
+        if kind == "duration":
+            kind_type = Duration()
+        elif kind in ("path", "dir"):
+            kind_type = click.Path(file_okay=kind == "path")
+        elif meta.get("choices"):
+            kind_type = click.Choice(meta["choices"])
+        elif span is not None:
+            kind_type = (click.IntRange if base == "int" else click.FloatRange)(
+                min=span.low, max=span.high, min_open=span.low_open, max_open=span.high_open)
+        else:
+            kind_type = {"int": int, "float": float, "str": str}[base]
+    return click.option(flag, type=kind_type, default=default, show_default=default is not None,
+                        help=meta["help"], **extra)
+
+
+def explicit_options(ctx: click.Context, options: dict) -> dict:
+    """The options the user gave (not click's defaults)."""
+    return {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+
+
+def torchrun_command(ctx: click.Context, nproc: int) -> list[str]:
+    """This ``charrnn train`` command under torchrun with ``nproc`` processes (--nproc itself dropped)."""
+    args = [ctx.info_name]
+    for param in ctx.command.params:
+        if param.name == "nproc" or ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT:
+            continue
+        flag, value = max(param.opts, key=len), ctx.params[param.name]
+        if getattr(param, "is_flag", False):
+            args += [flag] if value else []
+        else:
+            args += [flag, str(value)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "charrnn", *args]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -99,62 +149,9 @@ def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding,
 
 # -- train ----------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--input-h5", type=click.Path(), help="HDF5 file from preprocess.")
-@click.option("--input-json", type=click.Path(), help="JSON vocabulary from preprocess.")
-@click.option("--batch-size", type=POSITIVE_INT, default=50, show_default=True)
-@click.option("--seq-length", type=POSITIVE_INT, default=50, show_default=True)
-@click.option("--init-from", type=click.Path(), help="Start from a checkpoint's weights and architecture.")
-@click.option("--reset-iterations", type=FLAG01, default=1, show_default=True,
-              help="With --init-from: 0 keeps the checkpoint's iteration counter.")
-@click.option("--resume", type=click.Path(), help="Continue a run exactly from its checkpoint (file or directory).")
-@model_options
-@click.option("--batchnorm", type=FLAG01, default=0, show_default=True)
-@click.option("--max-epochs", type=POSITIVE_INT, default=50, show_default=True)
-@click.option("--max-iters", type=POSITIVE_INT, help="Stop after this many iterations (overrides --max-epochs).")
-@click.option("--time-budget", type=Duration(),
-              help="Train for this long (30s, 5m, 2h): the run and its schedule are planned to end on time.")
-@click.option("--learning-rate", type=POSITIVE_FLOAT, default=2e-3, show_default=True)
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Clamp each gradient element to [-c, c]; 0 disables.")
-@click.option("--lr-decay-every", type=POSITIVE_INT, default=5, show_default=True, help="Epochs between decays.")
-@click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
-@click.option("--reset-adam-on-decay", is_flag=True, help="Forget Adam's moments at each decay (torch-rnn's quirk).")
-@click.option("--print-every", type=NON_NEGATIVE_INT, default=1, show_default=True)
-@click.option("--checkpoint-every", type=NON_NEGATIVE_INT, default=1000, show_default=True,
-              help="Iterations between checkpoints; 0 = only the final one.")
-@click.option("--checkpoint-name", default="cv/checkpoint", show_default=True,
-              help="Checkpoints are written as <name>_<iteration>.pt and .json.")
-@click.option("--overwrite", is_flag=True, help="Replace the checkpoints of an earlier run of the same name.")
-@click.option("--val-max-batches", type=POSITIVE_INT,
-              help="Validate on the first N batches of the val split only (for huge corpora).")
-@click.option("--keep-last", type=POSITIVE_INT, help="Keep only the newest N checkpoints of this run.")
-@click.option("--keep-best", is_flag=True, help="With --keep-last: also keep the one with the lowest validation loss.")
-@click.option("--patience", type=POSITIVE_INT, help="Stop after this many validations without improvement.")
-@click.option("--lr-schedule", type=click.Choice(["step", "cosine", "constant"]), default="step", show_default=True,
-              help="step = torch-rnn's decay every --lr-decay-every epochs.")
-@click.option("--warmup-iters", type=NON_NEGATIVE_INT, default=0, show_default=True, help="Linear warm-up.")
-@click.option("--min-lr", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Floor for cosine.")
-@click.option("--weight-init", type=click.Choice(["torch-rnn", "xavier", "orthogonal", "normal"]), default="torch-rnn",
-              show_default=True)
-@click.option("--init-std", type=POSITIVE_FLOAT, default=0.05, show_default=True, help="For --weight-init normal.")
-@click.option("--stats-every", type=NON_NEGATIVE_INT, default=10, show_default=True,
-              help="Record gradient norm and update:parameter ratios every N iterations; 0 = never.")
-@click.option("--sample-every", type=NON_NEGATIVE_INT, default=0, show_default=True,
-              help="Print a sample every N iterations; 0 = never.")
-@click.option("--sample-length", type=POSITIVE_INT, default=200, show_default=True)
-@click.option("--sample-temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True)
-@click.option("--tensorboard", type=click.Path(file_okay=False), help="Write TensorBoard logs to this directory.")
-@click.option("--speed-benchmark", type=FLAG01, default=0, show_default=True)
-@click.option("--memory-benchmark", type=FLAG01, default=0, show_default=True)
-@click.option("--gpu", type=int, default=None, help=GPU_HELP)
-@click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="Autocast precision; weights stay fp32.")
-@click.option("--seed", type=int, default=123, show_default=True)
-@click.option("--max-loss-factor", type=click.FloatRange(min=0), default=3.0, show_default=True,
-              help="Stop when the loss exceeds this multiple of its first value; 0 disables.")
+@options_of(TrainConfig)
 @click.option("--nproc", type=POSITIVE_INT, help="Launch K data-parallel processes with torchrun (this machine).")
-@click.option("--preset", type=click.Choice(["cpu-small"]),
+@click.option("--preset", type=click.Choice(list(PRESETS)),
               help="A tuned recipe (see the README); flags you give explicitly still win.")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
@@ -165,29 +162,11 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
     train ...`) or add --nproc K; --batch-size is then per process.
     """
     if nproc and nproc > 1:
-        args = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train"]
-        forwarded = [a for j, a in enumerate(args) if a != "--nproc" and (j == 0 or args[j - 1] != "--nproc")
-                     and not a.startswith("--nproc=")]
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                   "-m", "charrnn", *forwarded]
-        os.execv(sys.executable, command)
-    from .presets import PRESETS
-    from .training import Trainer, TrainConfig, config_for_resume
+        command = torchrun_command(ctx, nproc)
+        os.execv(command[0], command)
+    from .training import Trainer
 
-    for key, value in (PRESETS[preset] if preset else {}).items():
-        if ctx.get_parameter_source(key) == click.core.ParameterSource.DEFAULT:
-            options[key] = value
-
-    options["batchnorm"] = bool(options["batchnorm"])
-    options["reset_iterations"] = bool(options["reset_iterations"])
-    options["speed_benchmark"] = bool(options["speed_benchmark"])
-    options["memory_benchmark"] = bool(options["memory_benchmark"])
-    if options["resume"]:
-        given = {k: v for k, v in options.items() if k != "resume"
-                 and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
-        config = config_for_resume(options["resume"], **given)
-    else:
-        config = TrainConfig(**options)
+    config = resolve_train_config(explicit_options(ctx, options), preset, None if quiet else click.echo)
     result = Trainer(config, quiet=quiet).run(handle_signals=True)
     if result.interrupted_by is not None:
         click.echo(f"saved {result.checkpoint}; resume with: charrnn train --resume {result.checkpoint}", err=True)
@@ -298,25 +277,13 @@ def plot(runs, output, fmt, width, height, smoothing) -> None:
 
 
 @cli.command("lr-find")
-@click.option("--input-h5", required=True, type=click.Path())
-@click.option("--input-json", required=True, type=click.Path())
-@click.option("--start-lr", type=POSITIVE_FLOAT, default=1e-5, show_default=True)
-@click.option("--end-lr", type=POSITIVE_FLOAT, default=1.0, show_default=True)
-@click.option("--num-iters", type=POSITIVE_INT, default=100, show_default=True)
+@options_of(LRFindOptions)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="lr_find.png", show_default=True,
               help="Curve as PNG (needs matplotlib) and JSON beside it.")
-@model_options
-@click.option("--batch-size", type=POSITIVE_INT, default=50, show_default=True)
-@click.option("--seq-length", type=POSITIVE_INT, default=50, show_default=True)
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True)
-@click.option("--weight-init", type=click.Choice(["torch-rnn", "xavier", "orthogonal", "normal"]), default="torch-rnn")
-@click.option("--init-std", type=POSITIVE_FLOAT, default=0.05)
-@click.option("--gpu", type=int, default=None, help=GPU_HELP)
-@click.option("--seed", type=int, default=123, show_default=True)
+@options_of(TrainConfig, LR_FIND_TRAIN_OPTIONS, input_h5={"required": True}, input_json={"required": True})
 def lr_find_command(start_lr, end_lr, num_iters, output, **options) -> None:
     """Learning-rate range test: raise the rate exponentially until the loss blows up."""
-    from .insight import lr_find, save_lr_find
-    from .training import TrainConfig
+    from .lr_find import lr_find, save_lr_find
 
     result = lr_find(TrainConfig(**options), start_lr, end_lr, num_iters)
     for path in save_lr_find(result, output):
@@ -337,7 +304,7 @@ def lr_find_command(start_lr, end_lr, num_iters, output, **options) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def novelty(checkpoint, input_h5, length, max_n, temperature, seed) -> None:
     """Memorisation check: how much of a sample never occurs in the training split."""
-    from .insight import novelty_report
+    from .novelty import novelty_report
 
     fractions = novelty_report(checkpoint, input_h5, length, max_n, temperature, seed)
     click.echo("length  novel")
@@ -402,38 +369,40 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and a non-zero exit."""
     try:
         cli.main(args=argv, prog_name="charrnn", standalone_mode=False)
-    except CharRNNError as exc:
-        click.echo(f"charrnn: error: {exc}", err=True)
+    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(2)
-    except click.UsageError as exc:
-        hint = f" (see 'charrnn {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
-        click.echo(f"charrnn: error: {exc.format_message()}{hint}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        click.echo(f"charrnn: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("charrnn: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except MemoryError:
-        click.echo("charrnn: error: out of memory (try a smaller --batch-size, --rnn-size or corpus)", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-        click.echo(f"charrnn: error: {exc.strerror or exc}{where}", err=True)
-        sys.exit(1)
-    except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
-        if os.environ.get("CHARRNN_DEBUG"):
+    except Exception as exc:
+        line, code = error_line(exc)
+        if code == INTERNAL_ERROR and os.environ.get("CHARRNN_DEBUG"):
             raise
-        click.echo(f"charrnn: internal error: {type(exc).__name__}: {exc} "
-                   "(set CHARRNN_DEBUG=1 for the traceback and please report it)", err=True)
-        sys.exit(70)
+        click.echo(line, err=True)
+        sys.exit(code)
+
+
+INTERNAL_ERROR = 70
+
+
+def error_line(exc: Exception) -> tuple[str, int]:
+    """The one line a failed command prints, and its exit status: typed errors and click's say what is
+    wrong; anything else is a bug."""
+    if isinstance(exc, CharRNNError):
+        return f"charrnn: error: {exc.cli_message()}", exc.exit_code
+    if isinstance(exc, click.ClickException):
+        hint = (f" (see 'charrnn {exc.ctx.info_name} --help')"
+                if isinstance(exc, click.UsageError) and exc.ctx and exc.ctx.parent else "")
+        return f"charrnn: error: {exc.format_message()}{hint}", exc.exit_code
+    if isinstance(exc, MemoryError):
+        return "charrnn: error: out of memory (try a smaller --batch-size, --rnn-size or corpus)", 1
+    if isinstance(exc, OSError):
+        return f"charrnn: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", 1
+    return (f"charrnn: internal error: {type(exc).__name__}: {exc} "
+            "(set CHARRNN_DEBUG=1 for the traceback and please report it)"), INTERNAL_ERROR

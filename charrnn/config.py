@@ -1,8 +1,13 @@
-"""The model's architecture, as a plain record (no torch needed to read or write it)."""
+"""The model's architecture, as a plain record, and the choice lists of the options (no torch needed)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+MODEL_TYPES = ("lstm", "gru", "rnn")
+INIT_SCHEMES = ("torch-rnn", "xavier", "orthogonal", "normal")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("cuda", "mps")
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .config import BACKENDS
 from .errors import CharRNNError
-
-BACKENDS = ("cuda", "mps")
 
 
 def _mps_available() -> bool:

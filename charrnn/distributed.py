@@ -57,15 +57,6 @@ def sum_all(values: list[float], world: World, device: torch.device) -> list[flo
     return t.tolist()
 
 
-def broadcast_int(value: int, world: World, device: torch.device) -> int:
-    """Rank 0's ``value`` on every rank."""
-    if not world.distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.broadcast(t, 0)
-    return int(t.item())
-
-
 def gather_rows(state: tuple | None, world: World) -> tuple | None:
     """Concatenate every rank's hidden-state rows (dimension 1) into the full state."""
     if state is None or not world.distributed:

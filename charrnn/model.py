@@ -12,10 +12,9 @@ import math
 import torch
 from torch import nn
 
-from .config import ModelConfig  # noqa: F401  (re-exported: charrnn.model.ModelConfig)
+from .config import INIT_SCHEMES, MODEL_TYPES, ModelConfig  # noqa: F401  (re-exported: charrnn.model.ModelConfig)
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-INIT_SCHEMES = ("torch-rnn", "xavier", "orthogonal", "normal")
+CELLS = dict(zip(MODEL_TYPES, (nn.LSTM, nn.GRU, nn.RNN)))
 
 State = tuple  # (h, c) for an LSTM, (h,) otherwise; each of shape (num_layers, N, H)
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TextIO
 
+LOG2E = 1 / math.log(2)
+
 
 class Progress:
-    """Reports iterations as a bar (interactive) or as ``Epoch ... loss = ...`` lines."""
+    """Reports iterations as a bar (interactive) or as ``Epoch ... loss = ...`` lines.
+
+    A training subscriber: it also prints validation losses, saved checkpoints, samples and the
+    run's other messages (through ``write``, so that they do not tear the bar).
+    """
 
     def __init__(self, total: int, initial: int, num_train: int, max_epochs: int, print_every: int = 1,
                  bar: bool | None = None, quiet: bool = False, stream: TextIO | None = None) -> None:
@@ -50,3 +57,28 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    # -- training events ------------------------------------------------------------------------
+    def follow(self, run) -> "Progress":
+        """Follow a training run's planned end (a time budget changes it)."""
+        self.run = run
+        return self
+
+    def on_step(self, step) -> None:
+        if self.run.total != self.total:
+            self.set_total(self.run.total)
+        self.update(step.i, step.loss, step.lr)
+
+    def on_evaluation(self, i: int, val_loss: float) -> None:
+        self.write(f"val_loss = {val_loss:f} ({val_loss * LOG2E:.4f} bits/char) at i = {i}")
+
+    def on_checkpoint(self, i: int, path) -> None:
+        self.write(f"saved {path}")
+
+    def on_sample(self, i: int, temperature: float, text: str) -> None:
+        self.write(f"--- sample at i = {i} (temperature {temperature:g}) ---\n{text}\n---")
+
+    def on_end(self, i: int, reason: str) -> None:
+        if reason == "signal":
+            self.write(f"stopped by a signal at iteration {i}")

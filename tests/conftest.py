@@ -13,8 +13,9 @@ from charrnn.cli import main
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SPEECHES = SHARED / "data" / "speeches.txt"
 SHAKESPEARE = SHARED / "data" / "tiny-shakespeare.txt"
-TINY_MODEL = ["--rnn-size", "16", "--wordvec-size", "8", "--num-layers", "1", "--batch-size", "4",
-              "--seq-length", "16", "--gpu", "-1", "--print-every", "0"]
+# The tiny training configuration every training test uses, for the Python API and as CLI flags.
+TINY = dict(rnn_size=16, wordvec_size=8, num_layers=1, batch_size=4, seq_length=16, gpu=-1, print_every=0)
+TINY_MODEL = [arg for name, value in TINY.items() for arg in ("--" + name.replace("_", "-"), str(value))]
 
 
 def make_corpus(n_chars: int = 20_000, seed: int = 0) -> str:
@@ -67,16 +68,24 @@ def dataset(corpus) -> tuple[Path, Path]:
     return result.output_h5, result.output_json
 
 
+def train_tiny(dataset, directory: Path, name: str = "checkpoint", **options):
+    """Train the tiny model on the test corpus through the API; ``options`` override :data:`TINY`."""
+    from charrnn import train
+    h5, js = dataset
+    return train(**{**TINY, "input_h5": str(h5), "input_json": str(js), "checkpoint_name": str(directory / name),
+                    "quiet": True, **options})
+
+
+@pytest.fixture
+def tiny_train(dataset, tmp_path):
+    """``tiny_train(name="checkpoint", **options)``: train the tiny model into this test's directory."""
+    return lambda name="checkpoint", **options: train_tiny(dataset, tmp_path, name, **options)
+
+
 @pytest.fixture(scope="session")
 def trained(dataset, tmp_path_factory) -> Path:
     """A checkpoint of a tiny LSTM trained for 30 iterations."""
-    from charrnn import train
-    h5, js = dataset
-    name = tmp_path_factory.mktemp("cv") / "checkpoint"
-    result = train(input_h5=str(h5), input_json=str(js), rnn_size=16, wordvec_size=8, num_layers=1,
-                   batch_size=4, seq_length=16, gpu=-1, max_iters=30, print_every=0, checkpoint_every=0,
-                   checkpoint_name=str(name), quiet=True)
-    return result.checkpoint
+    return train_tiny(dataset, tmp_path_factory.mktemp("cv"), max_iters=30, checkpoint_every=0).checkpoint
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:

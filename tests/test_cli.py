@@ -42,3 +42,105 @@ def test_demo_fast(tmp_path):
     assert "temperature 0.5" in result.stdout and "temperature 1.0" in result.stdout
     assert (tmp_path / "d" / "stdlib.h5").exists() and list((tmp_path / "d" / "cv").glob("*.pt"))
     assert "charrnn sample --checkpoint" in result.stdout
+
+
+# -- each option defined once: the CLI's defaults and choices are the API's ------------------------------
+def click_params(command: str) -> dict:
+    from charrnn.cli import cli
+    return {p.name: p for p in cli.commands[command].params}
+
+
+def as_api_value(param):
+    """A click default as the API spells it (0/1 flags are booleans there; an unset path is None or "")."""
+    import click
+    if isinstance(param.type, click.IntRange) and (param.type.min, param.type.max) == (0, 1):
+        return bool(param.default)
+    unset = type(param.default).__name__ == "Sentinel"  # click >= 8.3 marks "no default" with a sentinel
+    if unset:
+        return False if getattr(param, "is_flag", False) else None
+    return param.default
+
+
+def signature_defaults(function) -> dict:
+    import inspect
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def assert_same_defaults(command: str, api: dict, renamed: dict | None = None, skip=()) -> int:
+    renamed = renamed or {}
+    compared = 0
+    for name, param in click_params(command).items():
+        key = renamed.get(name, name)
+        if key in skip or key not in api:
+            continue
+        cli_value, api_value = as_api_value(param), api[key]
+        if api_value == "" and cli_value is None:  # a required-or-resumed path: unset on both sides
+            continue
+        assert cli_value == api_value and type(cli_value) is type(api_value), (command, name, cli_value, api_value)
+        compared += 1
+    return compared
+
+
+def test_cli_defaults_are_the_api_defaults_for_every_command():
+    from charrnn.evaluation import evaluate_checkpoint
+    from charrnn.lr_find import lr_find
+    from charrnn.novelty import novelty_report
+    from charrnn.options import TrainConfig, defaults
+    from charrnn.preprocessing import preprocess
+    from charrnn.sampling import sample
+
+    train_defaults = defaults(TrainConfig)
+    assert assert_same_defaults("train", train_defaults) == len(click_params("train")) - 3 - 2  # all but nproc,
+    # preset, quiet (CLI-only) and input-h5/json (required unless resuming)
+    assert assert_same_defaults("lr-find", {**train_defaults, **signature_defaults(lr_find)}) >= 15
+    assert signature_defaults(lr_find)["start_lr"] == click_params("lr-find")["start_lr"].default == 1e-5
+    assert assert_same_defaults("preprocess", signature_defaults(preprocess)) >= 9
+    assert assert_same_defaults("sample", signature_defaults(sample)) >= 4
+    assert assert_same_defaults("eval", signature_defaults(evaluate_checkpoint)) >= 4
+    assert assert_same_defaults("novelty", signature_defaults(novelty_report)) >= 4
+
+
+def test_choices_come_from_the_code_that_implements_them():
+    from charrnn.config import BACKENDS, INIT_SCHEMES, PRECISIONS
+    from charrnn.model import CELLS
+    from charrnn.presets import PRESETS
+    from charrnn.schedules import SCHEDULES
+
+    for command in ("train", "lr-find"):
+        params = click_params(command)
+        assert tuple(params["model_type"].type.choices) == tuple(CELLS)
+        assert tuple(params["weight_init"].type.choices) == INIT_SCHEMES
+        assert tuple(params["precision"].type.choices) == PRECISIONS
+        assert tuple(params["gpu_backend"].type.choices) == BACKENDS
+    assert tuple(click_params("train")["lr_schedule"].type.choices) == SCHEDULES
+    assert tuple(click_params("train")["preset"].type.choices) == tuple(PRESETS)
+
+
+def test_nproc_relaunches_the_parsed_command_under_torchrun(cli, monkeypatch):
+    import os
+    launched = []
+    monkeypatch.setattr(os, "execv", lambda path, args: launched.append(args) or sys.exit(0))
+    result = cli("train", "--input-h5", "d.h5", "--nproc=2", "--rnn-size=16", "--time-budget", "5m", "--overwrite",
+                 "--checkpoint-name", "cv/x y")
+    assert result.code == 0, result
+    (command,) = launched
+    assert command[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+    args = command[7:]
+    assert args[0] == "train" and not any(a.startswith("--nproc") for a in args)
+    pairs = dict(zip(args[1::2], args[2::2]))
+    assert "--overwrite" in args and pairs["--rnn-size"] == "16" and pairs["--input-h5"] == "d.h5"
+    assert pairs["--checkpoint-name"] == "cv/x y" and float(pairs["--time-budget"]) == 300.0
+    assert "--batch-size" not in args  # defaults are left to the relaunched command
+
+
+def test_api_and_cli_agree_on_presets_and_explicit_options(tmp_path):
+    from charrnn.options import resolve_train_config
+    from charrnn.presets import PRESETS
+
+    config = resolve_train_config({"input_h5": "x.h5", "input_json": "x.json", "rnn_size": 8}, "cpu-small")
+    assert config.rnn_size == 8 and config.lr_schedule == PRESETS["cpu-small"]["lr_schedule"]
+    with pytest.raises(Exception, match="--preset must be one of"):
+        resolve_train_config({}, "gpu-huge")
+    with pytest.raises(TypeError, match="rnn_sise"):
+        resolve_train_config({"rnn_sise": 3})

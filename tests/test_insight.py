@@ -8,18 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from charrnn import train
 from charrnn.schedules import learning_rate
 
-from .conftest import assert_one_line_error
-
-TINY = dict(rnn_size=16, wordvec_size=8, num_layers=2, batch_size=4, seq_length=16, gpu=-1, print_every=0,
-            quiet=True)
+from .conftest import TINY, assert_one_line_error, train_tiny
 
 
 def run(dataset, tmp_path, name="cp", **options):
-    h5, js = dataset
-    return train(input_h5=str(h5), input_json=str(js), checkpoint_name=str(tmp_path / name), **{**TINY, **options})
+    """The shared tiny model, with two layers (per-layer statistics need more than one)."""
+    return train_tiny(dataset, tmp_path, name, **{"num_layers": 2, **options})
 
 
 # -- schedules -------------------------------------------------------------------------------------
@@ -138,9 +134,10 @@ def test_tensorboard_logs_read_back(dataset, tmp_path):
 def test_lr_find_suggests_a_finite_rate_and_writes_no_checkpoint(cli, dataset, tmp_path, monkeypatch):
     h5, js = dataset
     monkeypatch.chdir(tmp_path)
-    result = cli("lr-find", "--input-h5", h5, "--input-json", js, "--rnn-size", "16", "--wordvec-size", "8",
-                 "--num-layers", "1", "--batch-size", "4", "--seq-length", "16", "--num-iters", "60",
-                 "--start-lr", "1e-4", "--end-lr", "10", "--gpu", "-1", "-o", tmp_path / "lr.png")
+    flags = [arg for name in ("rnn_size", "wordvec_size", "num_layers", "batch_size", "seq_length", "gpu")
+             for arg in ("--" + name.replace("_", "-"), TINY[name])]
+    result = cli("lr-find", "--input-h5", h5, "--input-json", js, *flags, "--num-iters", "60",
+                 "--start-lr", "1e-4", "--end-lr", "10", "-o", tmp_path / "lr.png")
     assert result.code == 0, result
     info = json.loads((tmp_path / "lr.json").read_text())
     assert info["suggestion"] is not None and 1e-4 <= info["suggestion"] <= 10 and math.isfinite(info["suggestion"])
@@ -168,7 +165,7 @@ def test_eval_matches_validation_loss_from_training(cli, dataset, tmp_path):
 
 def test_novelty_is_zero_for_training_text_and_high_for_noise(dataset):
     from charrnn import Vocabulary, load_splits
-    from charrnn.insight import novelty
+    from charrnn.novelty import novelty
 
     h5, js = dataset
     train_ids = load_splits(h5, Vocabulary.load(js), ("train",))["train"]

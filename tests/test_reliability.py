@@ -20,9 +20,6 @@ from charrnn.checkpoint import existing_checkpoints
 
 from .conftest import TINY_MODEL, assert_one_line_error
 
-TINY = dict(rnn_size=16, wordvec_size=8, num_layers=1, batch_size=4, seq_length=16, gpu=-1, print_every=0,
-            quiet=True)
-
 
 def start_training(dataset, name, *extra) -> subprocess.Popen:
     h5, js = dataset
@@ -116,23 +113,20 @@ def test_failed_checkpoint_write_is_clear_and_keeps_the_previous(cli, dataset, t
     assert_one_line_error(result, "iteration 10 not saved", "no space left", "cp_5.pt is intact")
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "cp_5.pt").iteration == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cp_5.json", "cp_5.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cp.stats.jsonl", "cp_5.json", "cp_5.pt"]
 
 
-def test_keep_last_and_keep_best(dataset, tmp_path):
-    h5, js = dataset
-    result = train(input_h5=str(h5), input_json=str(js), **TINY, max_iters=12, checkpoint_every=2, keep_last=2,
-                   keep_best=True, learning_rate=0.5, max_loss_factor=0, checkpoint_name=str(tmp_path / "cp"))
+def test_keep_last_and_keep_best(tiny_train, tmp_path):
+    result = tiny_train("cp", max_iters=12, checkpoint_every=2, keep_last=2, keep_best=True, learning_rate=0.5,
+                        max_loss_factor=0)
     h = result.history
     best = h.val_loss_history_it[int(np.argmin(h.val_loss_history))]
     kept = {load_checkpoint(p).iteration for p in existing_checkpoints(tmp_path / "cp")}
     assert kept == {10, 12} | {best}
 
 
-def test_patience_stops_early(dataset, tmp_path):
-    h5, js = dataset
-    result = train(input_h5=str(h5), input_json=str(js), **TINY, max_iters=400, checkpoint_every=2, patience=2,
-                   learning_rate=3.0, max_loss_factor=0, checkpoint_name=str(tmp_path / "cp"))
+def test_patience_stops_early(tiny_train):
+    result = tiny_train("cp", max_iters=400, checkpoint_every=2, patience=2, learning_rate=3.0, max_loss_factor=0)
     assert result.iterations < 400
     v = result.history.val_loss_history
     assert min(v[-2:]) >= min(v[:-2])

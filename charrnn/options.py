@@ -1,0 +1,250 @@
+"""Every option of ``charrnn train`` and ``charrnn lr-find``, defined once (no torch needed).
+
+Each field carries its default, help text, allowed range and choices; the command line builds
+its flags from them (``cli.options_of``) and :meth:`TrainConfig.validate` checks them, so the
+CLI and the Python API cannot drift. :func:`resolve_train_config` merges explicit options, a
+preset and a resumed run's saved configuration, for both front ends.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
+from .errors import CharRNNError, InvalidInput
+from .schedules import SCHEDULES
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: ``low`` .. ``high``, each end open or closed (None = unbounded)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or self.low_open and value == self.low):
+            return False
+        return self.high is None or (value < self.high or not self.high_open and value == self.high)
+
+    def problem(self, value) -> str:
+        if self == POSITIVE:
+            return f"must be positive (got {value})"
+        if self == NON_NEGATIVE:
+            return f"must not be negative (got {value})"
+        return (f"must lie in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'} (got {value})")
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+
+
+def option(default: Any, help: str = "", *, range: Range | None = None, choices: tuple | None = None,
+           kind: str | None = None, cli: bool = True) -> Any:
+    """A config field with what the command line and the validation need to know about it.
+
+    ``kind``: how the flag is spelled on the command line: "path", "dir", "duration" (30s, 5m, 2h),
+    "01" (a 0/1 value, as torch-rnn wrote booleans) or "flag" (present or absent).
+    ``cli=False``: a Python-only option.
+    """
+    return field(default=default, metadata={"help": help, "range": range, "choices": choices, "kind": kind,
+                                            "cli": cli})
+
+
+GPU_HELP = "GPU index: -1 = CPU; default: GPU 0 when present, else the CPU."
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``charrnn train``; names and defaults follow torch-rnn's train.lua."""
+
+    input_h5: str = option("", "HDF5 file from preprocess.", kind="path")
+    input_json: str = option("", "JSON vocabulary from preprocess.", kind="path")
+    batch_size: int = option(50, "Streams per minibatch (per process in data-parallel training).", range=POSITIVE)
+    seq_length: int = option(50, "Timesteps of backpropagation.", range=POSITIVE)
+    init_from: str | None = option(None, "Start from a checkpoint's weights and architecture.", kind="path")
+    reset_iterations: bool = option(True, "With --init-from: 0 keeps the checkpoint's iteration counter.", kind="01")
+    resume: str | None = option(None, "Continue a run exactly from its checkpoint (file or directory).", kind="path")
+    model_type: str = option("lstm", "Recurrent cell.", choices=MODEL_TYPES)
+    wordvec_size: int = option(64, "Embedding size.", range=POSITIVE)
+    rnn_size: int = option(128, "Hidden units per layer.", range=POSITIVE)
+    num_layers: int = option(2, "Recurrent layers.", range=POSITIVE)
+    dropout: float = option(0.0, "Dropout after each layer.", range=Range(0, 1, high_open=True))
+    batchnorm: bool = option(False, "1 = batch normalisation after each layer.", kind="01")
+    max_epochs: int = option(50, "Passes over the training split.", range=POSITIVE)
+    max_iters: int | None = option(None, "Stop after this many iterations (overrides --max-epochs).", range=POSITIVE)
+    time_budget: float | None = option(
+        None, "Train for this long (30s, 5m, 2h): the run and its schedule are planned to end on time.",
+        range=POSITIVE, kind="duration")
+    learning_rate: float = option(2e-3, "Adam's learning rate.", range=POSITIVE)
+    grad_clip: float = option(5.0, "Clamp each gradient element to [-c, c]; 0 disables.", range=NON_NEGATIVE)
+    lr_decay_every: int = option(5, "Epochs between decays.", range=POSITIVE)
+    lr_decay_factor: float = option(0.5, "Multiply the learning rate by this at each decay.",
+                                    range=Range(0, 1, low_open=True))
+    reset_adam_on_decay: bool = option(False, "Forget Adam's moments at each decay (torch-rnn's quirk).", kind="flag")
+    print_every: int = option(1, "Iterations between progress lines; 0 = none.", range=NON_NEGATIVE)
+    checkpoint_every: int = option(1000, "Iterations between checkpoints; 0 = only the final one.",
+                                   range=NON_NEGATIVE)
+    checkpoint_name: str = option("cv/checkpoint", "Checkpoints are written as <name>_<iteration>.pt and .json.")
+    overwrite: bool = option(False, "Replace the checkpoints of an earlier run of the same name.", kind="flag")
+    val_max_batches: int | None = option(
+        None, "Validate on the first N batches of the val split only (for huge corpora).", range=POSITIVE)
+    keep_last: int | None = option(None, "Keep only the newest N checkpoints of this run.", range=POSITIVE)
+    keep_best: bool = option(False, "With --keep-last: also keep the one with the lowest validation loss.",
+                             kind="flag")
+    patience: int | None = option(None, "Stop after this many validations without improvement.", range=POSITIVE)
+    lr_schedule: str = option("step", "step = torch-rnn's decay every --lr-decay-every epochs.", choices=SCHEDULES)
+    warmup_iters: int = option(0, "Linear warm-up.", range=NON_NEGATIVE)
+    min_lr: float = option(0.0, "Floor for cosine.", range=NON_NEGATIVE)
+    weight_init: str = option("torch-rnn", "Weight initialisation.", choices=INIT_SCHEMES)
+    init_std: float = option(0.05, "For --weight-init normal.", range=POSITIVE)
+    stats_every: int = option(10, "Record gradient norm and update:parameter ratios every N iterations; 0 = never.",
+                              range=NON_NEGATIVE)
+    sample_every: int = option(0, "Print a sample every N iterations; 0 = never.", range=NON_NEGATIVE)
+    sample_length: int = option(200, "Characters per sample during training.", range=POSITIVE)
+    sample_temperature: float = option(1.0, "Temperature of samples during training.", range=POSITIVE)
+    tensorboard: str | None = option(None, "Write TensorBoard logs to this directory.", kind="dir")
+    speed_benchmark: bool = option(False, "1 = record the time of every iteration.", kind="01")
+    memory_benchmark: bool = option(False, "1 = record memory use every iteration.", kind="01")
+    gpu: int | None = option(None, GPU_HELP)
+    gpu_backend: str = option("cuda", "GPU backend.", choices=BACKENDS)
+    precision: str = option("fp32", "Autocast precision; weights stay fp32.", choices=PRECISIONS)
+    seed: int = option(123, "Random seed: identical runs give identical losses on the CPU.")
+    max_loss_factor: float = option(3.0, "Stop when the loss exceeds this multiple of its first value; 0 disables.",
+                                    range=NON_NEGATIVE)
+    stream_data: bool | None = option(None, "Stream the splits from the file (None: those over 8M tokens).",
+                                      cli=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # torch-rnn style 0/1 for booleans
+            value = getattr(self, f.name)
+            if _base_type(f) == "bool" and type(value) is int and value in (0, 1):
+                setattr(self, f.name, bool(value))
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInput` naming the first option with a bad value."""
+        check_fields(self)
+        if self.batchnorm and self.batch_size * self.seq_length < 2:
+            raise InvalidInput("batchnorm", "needs more than one position per batch (--batch-size x --seq-length >= 2)")
+        for name in INPUT_PATHS:
+            if not getattr(self, name):
+                raise InvalidInput(name, "is required (or --resume a checkpoint)")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size, self.model_type, self.wordvec_size, self.rnn_size,
+                           self.num_layers, self.dropout, self.batchnorm)
+
+
+@dataclass
+class LRFindOptions:
+    """The options of ``charrnn lr-find`` beyond the training ones it shares."""
+
+    start_lr: float = option(1e-5, "The first (lowest) learning rate tried.", range=POSITIVE)
+    end_lr: float = option(1.0, "The last (highest) learning rate tried.", range=POSITIVE)
+    num_iters: int = option(100, "Iterations (one rate each).", range=Range(5))
+
+
+LR_FIND_TRAIN_OPTIONS = ("input_h5", "input_json", "model_type", "wordvec_size", "rnn_size", "num_layers", "dropout",
+                         "batchnorm", "batch_size", "seq_length", "grad_clip", "weight_init", "init_std", "gpu",
+                         "gpu_backend", "precision", "seed")
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false (1 or 0)"}
+
+
+def _base_type(f) -> str:
+    return str(f.type).replace(" | None", "").strip()
+
+
+def check_fields(config) -> None:
+    """Check every field of a config dataclass against its type, range and choices."""
+    for f in fields(config):
+        value, base = getattr(config, f.name), _base_type(f)
+        if value is None and "None" in str(f.type):
+            continue
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "str": isinstance(value, str), "bool": isinstance(value, bool)}.get(base, True)
+        if not ok:
+            raise InvalidInput(f.name, f"must be {_TYPE_NAMES[base]} (got {value!r})")
+        meta = f.metadata
+        if base == "float" and not math.isfinite(value):
+            raise InvalidInput(f.name, f"must be finite (got {value})")
+        if meta.get("range") and value not in meta["range"]:
+            raise InvalidInput(f.name, meta["range"].problem(value))
+        if meta.get("choices") and value not in meta["choices"]:
+            raise InvalidInput(f.name, f"must be one of {', '.join(meta['choices'])} (got {value!r})")
+
+
+def defaults(cls) -> dict[str, Any]:
+    """Each field's default value."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+# -- explicit options + preset + resumed run -> one configuration ------------------------------------
+OUTPUT_PATHS = ("checkpoint_name", "tensorboard")  # where a run writes or deletes: never taken from a file
+INPUT_PATHS = ("input_h5", "input_json")  # what a run reads: taken from a file only if it exists
+
+
+def resolve_train_config(explicit: dict[str, Any], preset: str | None = None,
+                         log: Callable[[str], None] | None = None) -> TrainConfig:
+    """The configuration of a run, for both the CLI and :func:`charrnn.train`.
+
+    Precedence: options given explicitly, then (with ``resume``) the resumed run's saved
+    configuration, then the preset, then the defaults. From a resumed checkpoint, output paths
+    are never trusted: the checkpoint name comes from the command line or from the resumed
+    file's own location, a TensorBoard directory only from the command line; its stored input
+    files are used only if they exist, and are named in the log.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(explicit) - known)
+    if unknown:
+        raise TypeError(f"unknown training option(s): {', '.join(unknown)}")
+    merged: dict[str, Any] = {}
+    if preset:
+        from .presets import PRESETS
+        if preset not in PRESETS:
+            raise InvalidInput("preset", f"must be one of {', '.join(PRESETS)} (got {preset!r})")
+        merged.update(PRESETS[preset])
+    if explicit.get("resume"):
+        merged.update(_resumed_options(explicit, log or (lambda message: None)))
+    merged.update(explicit)
+    return TrainConfig(**merged)
+
+
+def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    from .checkpoint import load_checkpoint
+
+    source = load_checkpoint(explicit["resume"])
+    saved = source.train_state.get("config") if source.train_state else None
+    if not saved:
+        raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
+    if not isinstance(saved, dict):
+        raise CharRNNError(f"{source.path}: the stored training configuration is not a table")
+    known = {f.name for f in fields(TrainConfig)} - set(OUTPUT_PATHS) - set(INPUT_PATHS)
+    options = {k: v for k, v in saved.items() if k in known}
+    for name in INPUT_PATHS:
+        stored = saved.get(name)
+        if name in explicit or not isinstance(stored, str) or not stored:
+            continue
+        if Path(stored).is_file():
+            options[name] = stored
+            log(f"resuming with --{name.replace('_', '-')} {stored} (stored in the checkpoint)")
+        else:
+            raise InvalidInput(name, f"is required: the file stored in {source.path.name} ({stored}) does not exist")
+    if saved.get("tensorboard") and "tensorboard" not in explicit:
+        log("TensorBoard logging is not resumed from the checkpoint: add --tensorboard DIR to continue it")
+    options.update(resume=str(source.path), init_from=None, overwrite=False,
+                   checkpoint_name=checkpoint_stem(source.path))
+    return options
+
+
+def checkpoint_stem(path: str | Path) -> str:
+    """``cv/checkpoint_1000.pt`` -> ``cv/checkpoint``."""
+    return re.sub(r"_\d+$", "", str(Path(path).with_suffix("")))
