@@ -1,0 +1,174 @@
+"""charrnn serve under load: 1, 8 and 64 concurrent streaming clients on loopback, against the batch rate.
+
+    python benchmarks/serve.py [--checkpoint PATH] [--seconds 10] [--clients 1 8 64]
+
+For each client count K: K clients stream completions (re-requesting when one ends) for a fixed
+time; we report the aggregate characters/s, the time to the first character of those requests,
+and the ratio to the ``--num-samples K`` batch rate (the same engine stepping K rows in one batch
+with ``Engine.generate``, no HTTP). With K = 64, probes measure a new request's first character while 63 others stream.
+Without --checkpoint an untrained 2x128 LSTM (the default architecture) is used: speed does not
+depend on the weights. Clients and server share this machine's cores; the CPU is named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def cpu_name() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
+        flags = re.search(r"flags\s*:\s*(.+)", info).group(1).split()
+        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        return f"{name}, {os.cpu_count()} cores, {simd}"
+    except (OSError, AttributeError):
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def make_checkpoint(workdir: Path) -> Path:
+    """An untrained 2x128 LSTM over a small English-like vocabulary (one training iteration)."""
+    import charrnn
+
+    text = ("We will make this country great again, and the people know it. Believe me: tremendous. " * 400)
+    corpus = workdir / "corpus.txt"
+    corpus.write_text(text)
+    charrnn.preprocess(corpus)
+    return charrnn.train(input_h5=str(workdir / "corpus.h5"), input_json=str(workdir / "corpus.json"), gpu=-1,
+                         max_iters=1, print_every=0, checkpoint_every=0, batch_size=2, seq_length=16,
+                         checkpoint_name=str(workdir / "cv" / "checkpoint"), quiet=True).checkpoint
+
+
+def batch_rate(checkpoint: Path, streams: int, seconds: float) -> float:
+    """Characters/s of ``--num-samples streams`` (the engine's batch path, no HTTP): the best of repeated runs."""
+    import numpy as np
+
+    from charrnn.engine import Engine, SamplingParams
+    from charrnn.serve.models import load_model
+
+    model = load_model(Path(checkpoint))
+    engine = Engine(model.config, model.weights, capacity=streams)
+    best, deadline, length = 0.0, time.perf_counter() + seconds, 2000
+    for run in range(1000):
+        slots = np.array([engine.open(SamplingParams(seed=run * streams + j)) for j in range(streams)])
+        t0 = time.perf_counter()
+        engine.feed(slots, engine.first(slots))
+        engine.generate(slots, length if run else 50)  # the first run is a warm-up (compiled kernels)
+        if run:
+            best = max(best, streams * length / (time.perf_counter() - t0))
+        for s in slots:
+            engine.close(int(s))
+        if run and time.perf_counter() > deadline:
+            break
+    return best
+
+
+class Server:
+    def __init__(self, checkpoint: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "--checkpoint", str(checkpoint),
+                                      "--port", "0", "--max-batch", "64"], stdout=subprocess.PIPE, text=True, env=env)
+        for line in self.proc.stdout:
+            m = re.match(r"charrnn serve: (http://\S+?)/?$", line.strip())
+            if m:
+                self.url = m.group(1)
+                return
+        raise RuntimeError("the server did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(2)
+        self.proc.wait(30)
+
+
+async def client(http, url: str, until: float, chars: list, firsts: list, max_tokens: int) -> None:
+    """Stream completions back to back until ``until``; count characters and first-character times."""
+    while time.perf_counter() < until:
+        t0 = time.perf_counter()
+        first = True
+        async with http.stream("POST", url + "/v1/completions",
+                               json={"max_tokens": max_tokens, "stream": True, "prompt": "We "}) as r:
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                n = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
+                if n and first:
+                    firsts.append(time.perf_counter() - t0)
+                    first = False
+                chars[0] += n
+                if time.perf_counter() >= until:
+                    break
+
+
+async def load(url: str, clients: int, seconds: float, probes: int) -> dict:
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as http:
+        chars, firsts = [0], []
+        warm = time.perf_counter() + 1.0
+        # warm-up: let every client get going before the clock starts
+        await asyncio.gather(*[client(http, url, warm, [0], [], 4000) for _ in range(clients)])
+        start = time.perf_counter()
+        until = start + seconds
+        tasks = [asyncio.ensure_future(client(http, url, until, chars, firsts, 4000)) for _ in range(clients)]
+        probe_times = []
+        if probes:  # a new request's first character while the others stream (it replaces one client's slot)
+            await asyncio.sleep(seconds / 4)
+            for _ in range(probes):
+                got: list = []
+                await client(http, url, 0, [0], got, 1)
+                probe_times += got
+                await asyncio.sleep(seconds / (2 * probes))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {"chars_per_s": chars[0] / elapsed, "first_char_ms": 1000 * statistics.median(firsts) if firsts else None,
+            "probe_ms": 1000 * statistics.median(probe_times) if probe_times else None,
+            "probe_p90_ms": 1000 * sorted(probe_times)[int(0.9 * (len(probe_times) - 1))] if probe_times else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--probes", type=int, default=10)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint or make_checkpoint(Path(tmp))
+        server = Server(checkpoint)
+        try:
+            rows = []
+            for k in args.clients:
+                probes = args.probes if k > 1 else 0
+                served = asyncio.run(load(server.url, k - (1 if probes else 0), args.seconds, probes))
+                batch = batch_rate(checkpoint, k, min(args.seconds, 5))
+                rows.append((k, served, batch))
+                print(f"{k} clients: {served['chars_per_s']:,.0f} chars/s served, {batch:,.0f} batch", file=sys.stderr)
+        finally:
+            server.stop()
+    print(f"\nCPU: {cpu_name()}; model: {checkpoint if args.checkpoint else 'untrained LSTM 2x128'}; "
+          f"{args.seconds:g} s per client count\n")
+    print("| streams | served chars/s | `--num-samples` chars/s | ratio | first char (median) | first char while others stream (median / p90) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for k, s, b in rows:
+        probe = f"{s['probe_ms']:.0f} / {s['probe_p90_ms']:.0f} ms" if s["probe_ms"] is not None else "–"
+        first = f"{s['first_char_ms']:.0f} ms" if s["first_char_ms"] is not None else "–"
+        print(f"| {k} | {s['chars_per_s']:,.0f} | {b:,.0f} | {s['chars_per_s'] / b:.2f}x | {first} | {probe} |")
+
+
+if __name__ == "__main__":
+    main()
