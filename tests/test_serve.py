@@ -302,8 +302,8 @@ def test_runs_are_read_incrementally_ignoring_a_torn_line_and_replaced_points(tr
                "grad_norm": 1.0, "update_ratio": {"layer1": 1e-3}} for i in range(1, 21)]
     _write(stats, first, torn='{"type": "train", "i": 21, "los')
     with TestClient(create_app([trained], [tmp_path / "cv"], log=lambda m: None)) as c:
-        (listed,) = c.get("/api/runs").json()["runs"]
-        assert listed["name"] == "cv/lr"
+        names = [r["name"] for r in c.get("/api/runs").json()["runs"]]
+        assert "cv/lr" in names
         snap = c.get("/api/run", params={"name": "cv/lr", "offset": 0}).json()
         assert [r["i"] for r in snap["records"] if r["type"] == "train"] == list(range(1, 21))
         # a resume from iteration 10 replaces 11..20; the torn line is completed by then
@@ -355,3 +355,15 @@ def test_serving_a_pt_does_not_import_torch(trained):
             "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')")
     out = subprocess.run([sys.executable, "-c", code, str(trained)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_real_training_run_is_on_the_dashboard(client, trained):
+    """The served checkpoint's directory is a run: its stats file, written by training, reaches the page."""
+    run = f"{trained.parent.name}/{trained.stem.rsplit('_', 1)[0]}"
+    assert run in [r["name"] for r in client.get("/api/runs").json()["runs"]]
+    snap = client.get("/api/run", params={"name": run, "offset": 0}).json()
+    kinds = [r["type"] for r in snap["records"]]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "train" in kinds
+    train = [r for r in snap["records"] if r["type"] == "train"]
+    assert train[-1]["i"] == 30 and all(r["losses"] and r["lr"] > 0 for r in train)
+    assert client.get("/api/run", params={"name": run, "offset": snap["offset"]}).json()["records"] == []

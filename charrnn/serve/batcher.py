@@ -108,6 +108,7 @@ class Batcher:
         self.model, self.capacity, self.max_queue = model, capacity, max_queue
         self.metrics, self.name = metrics, name
         self.prime_chunk, self.flush_every = prime_chunk, flush_every
+        self.burst, self.max_burst, self.burst_seconds = 1, 64, 0.004
         self.engine = Engine(model.config, model.weights, capacity=capacity)
         self.values = np.array(model.vocab.tokens)  # token value by 0-based id
         self.byte_mode = model.vocab.byte_mode
@@ -230,22 +231,45 @@ class Batcher:
                     c.started, c.first = True, False
 
     def _step(self) -> None:
+        """Advance every generating row: a single step for first tokens and logprobs, else a burst of steps."""
         rows = [(j, c) for j in self.active for c in j.choices if c.started and not c.done]
         if not rows:
             return
         t0 = time.perf_counter()
         firsts = [r for r in rows if r[1].first]
-        others = [r for r in rows if not r[1].first]
-        chosen: list[tuple[Job, Choice, int, object]] = []
-        if firsts:
+        if firsts:  # a first character without a prompt: drawn uniformly, then read by the model
             toks = self.engine.first(np.array([c.slot for _, c in firsts]))
-            chosen += [(j, c, int(t), None) for (j, c), t in zip(firsts, toks)]
-        if others:
-            out = self.engine.sample(np.array([c.slot for _, c in others]))
-            toks, lps = out if isinstance(out, tuple) else (out, [None] * len(others))
-            chosen += [(j, c, int(t), lp) for (j, c), t, lp in zip(others, toks, lps)]
+            self._record(firsts, toks, [None] * len(firsts))
+            rows = [r for r in rows if not r[1].first and not r[1].done]
+        if not rows:
+            return
+        slots = np.array([c.slot for _, c in rows])
+        left = min(job.max_tokens - c.produced for job, c in rows)
+        if left > 1 and self.burst > 1 and not any(c.params.logprobs for _, c in rows):
+            steps = min(self.burst, left)
+            tokens = self.engine.generate(slots, steps)  # sample and feed, steps times, in one call
+            for (job, c), row in zip(rows, tokens):
+                c.pending.extend(row.tolist())
+                c.produced += steps
+                c.done = c.produced >= job.max_tokens
+        else:
+            steps = 1
+            out = self.engine.sample(slots)
+            toks, lps = out if isinstance(out, tuple) else (out, [None] * len(rows))
+            self._record(rows, toks, lps)
+        elapsed = time.perf_counter() - t0
+        # size the next burst so that one takes about `burst_seconds`: new requests join within that
+        self.burst = max(1, min(self.max_burst, int(self.burst_seconds * steps / max(elapsed, 1e-6))))
+        self.steps += steps
+        self.max_batch_seen = max(self.max_batch_seen, len(rows))
+        if self.metrics is not None:
+            self.metrics.step(len(rows), elapsed / steps)
+
+    def _record(self, rows: list, tokens, lps: list) -> None:
+        """One sampled token per row: keep it, and feed it back unless the row is done."""
         feed_slots, feed_tokens = [], []
-        for job, c, tok, lp in chosen:
+        for (job, c), tok, lp in zip(rows, tokens, lps):
+            tok = int(tok)
             c.first = False
             c.pending.append(tok)
             if c.params.logprobs:
@@ -258,10 +282,6 @@ class Batcher:
                 feed_tokens.append(tok)
         if feed_slots:
             self.engine.feed(np.array(feed_slots), np.array(feed_tokens))
-        self.steps += 1
-        self.max_batch_seen = max(self.max_batch_seen, len(rows))
-        if self.metrics is not None:
-            self.metrics.step(len(rows), time.perf_counter() - t0)
 
     def _flush(self) -> None:
         """Decode pending tokens, apply stop strings, and hand the pieces to the event loop."""
