@@ -136,8 +136,8 @@ async def read_json(request: Request, limit: int) -> object:
             raise ApiError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({exc})", code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON ({str(exc)[:100]})", code="invalid_json") from None
 
 
 def make_job(server: Server, req: CompletionRequest, batcher: Batcher) -> Job:
@@ -267,6 +267,10 @@ async def completions(request: Request) -> Response:
         if exc.status in (400, 404, 413):
             server.metrics.reject({400: "invalid", 404: "unknown_model", 413: "too_large"}[exc.status])
         return exc.response()
+    except Exception as exc:  # a bug: an error object for this request, the server keeps running
+        status = 500
+        server.log(f"internal error: {type(exc).__name__}: {exc}")
+        return ApiError(500, f"internal error: {type(exc).__name__}", "server_error", code="internal_error").response()
     finally:
         server.metrics.requests.labels(name, str(status)).inc()
 
@@ -331,24 +335,34 @@ def sse(data: dict | str) -> str:
 async def stream(server: Server, batcher: Batcher, out: Completion):
     """Server-sent events: one chunk per piece of each choice, then ``[DONE]``."""
     try:
-        if out.req.echo:
-            yield sse(out.chunk([out.choice(j, "", [], None, out.req.prompt) for j in range(out.req.n)]))
-        async for events in out.job.events():
-            out.count(events)
-            errors = [e for e in events if e.error]
-            if errors:
-                yield sse(event_error(server, errors[0]).body())
-                break
-            choices = [out.choice(e.index, e.text, e.logprobs, e.finish_reason) for e in merge(events)
-                       if e.text or e.finish_reason]
-            if choices:
-                yield sse(out.chunk(choices))
-        else:
-            if out.req.include_usage:
-                yield sse(out.chunk([], out.usage()))
+        async for piece in _stream_events(server, out):
+            yield piece
+    except Exception as exc:  # a bug mid-stream: an error chunk, then [DONE]
+        server.log(f"internal error while streaming: {type(exc).__name__}: {exc}")
+        yield sse(ApiError(500, f"internal error: {type(exc).__name__}", "server_error", code="internal_error").body())
         yield sse("[DONE]")
     finally:  # also when the client went away: free the rows at once
         batcher.cancel(out.job)
+
+
+async def _stream_events(server: Server, out: Completion):
+    """The chunks of one completion: echo, the pieces of each choice, usage, [DONE]."""
+    if out.req.echo:
+        yield sse(out.chunk([out.choice(j, "", [], None, out.req.prompt) for j in range(out.req.n)]))
+    async for events in out.job.events():
+        out.count(events)
+        errors = [e for e in events if e.error]
+        if errors:
+            yield sse(event_error(server, errors[0]).body())
+            break
+        choices = [out.choice(e.index, e.text, e.logprobs, e.finish_reason) for e in merge(events)
+                   if e.text or e.finish_reason]
+        if choices:
+            yield sse(out.chunk(choices))
+    else:
+        if out.req.include_usage:
+            yield sse(out.chunk([], out.usage()))
+    yield sse("[DONE]")
 
 
 # -- the other endpoints --------------------------------------------------------------------------

@@ -136,7 +136,7 @@ class Batcher:
         with self._cond:
             if self._stopping:
                 raise ShuttingDown
-            if len(self.pending) >= self.max_queue:
+            if len(self.pending) >= self.max_queue and (self.pending or len(job.choices) > self.free):
                 raise QueueFull
             self.pending.append(job)
             if self._thread is None:
