@@ -94,50 +94,65 @@ class Server:
         self.proc.wait(30)
 
 
-async def client(http, url: str, until: float, chars: list, firsts: list, max_tokens: int) -> None:
-    """Stream completions back to back until ``until``; count characters and first-character times."""
+async def stream_once(host: str, port: int, max_tokens: int, until: float, chars: list) -> float | None:
+    """One streamed completion over a raw connection (a lean client, so the server is what we measure).
+
+    Counts characters into ``chars[0]`` until the stream ends or ``until``; returns the time to
+    the first character.
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    body = json.dumps({"max_tokens": max_tokens, "stream": True, "prompt": "We "}).encode()
+    t0 = time.perf_counter()
+    writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    first = None
+    try:
+        while (await reader.readline()) not in (b"\r\n", b""):  # status line and headers
+            pass
+        while time.perf_counter() < until or first is None:
+            size = int((await reader.readline()).strip() or b"0", 16)  # chunked transfer encoding
+            if size == 0:
+                break
+            data = (await reader.readexactly(size + 2))[:-2]
+            for event in data.split(b"\n\n"):
+                if event.startswith(b"data: {"):
+                    n = sum(len(c["text"]) for c in json.loads(event[6:])["choices"])
+                    if n and first is None:
+                        first = time.perf_counter() - t0
+                    chars[0] += n
+    finally:
+        writer.close()
+    return first
+
+
+async def client(host: str, port: int, until: float, chars: list, firsts: list) -> None:
+    """Stream completions back to back until ``until``."""
     while time.perf_counter() < until:
-        t0 = time.perf_counter()
-        first = True
-        async with http.stream("POST", url + "/v1/completions",
-                               json={"max_tokens": max_tokens, "stream": True, "prompt": "We "}) as r:
-            async for line in r.aiter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                n = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
-                if n and first:
-                    firsts.append(time.perf_counter() - t0)
-                    first = False
-                chars[0] += n
-                if time.perf_counter() >= until:
-                    break
+        first = await stream_once(host, port, 4000, until, chars)
+        if first is not None:
+            firsts.append(first)
 
 
 async def load(url: str, clients: int, seconds: float, probes: int) -> dict:
-    import httpx
-
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(limits=limits, timeout=120) as http:
-        chars, firsts = [0], []
-        warm = time.perf_counter() + 1.0
-        # warm-up: let every client get going before the clock starts
-        await asyncio.gather(*[client(http, url, warm, [0], [], 4000) for _ in range(clients)])
-        start = time.perf_counter()
-        until = start + seconds
-        tasks = [asyncio.ensure_future(client(http, url, until, chars, firsts, 4000)) for _ in range(clients)]
-        probe_times = []
-        if probes:  # a new request's first character while the others stream (it replaces one client's slot)
-            await asyncio.sleep(seconds / 4)
-            for _ in range(probes):
-                got: list = []
-                await client(http, url, 0, [0], got, 1)
-                probe_times += got
-                await asyncio.sleep(seconds / (2 * probes))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+    host, port = url.split("//")[1].rsplit(":", 1)
+    port = int(port)
+    # warm-up: every client gets going before the clock starts
+    await asyncio.gather(*[client(host, port, time.perf_counter() + 1.0, [0], []) for _ in range(clients)])
+    chars, firsts, probe_times = [0], [], []
+    start = time.perf_counter()
+    until = start + seconds
+    tasks = [asyncio.ensure_future(client(host, port, until, chars, firsts)) for _ in range(clients)]
+    if probes:  # a new request's first character while the others stream
+        await asyncio.sleep(seconds / 4)
+        for _ in range(probes):
+            probe_times.append(await stream_once(host, port, 1, 0, [0]))
+            await asyncio.sleep(seconds / (2 * probes))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    probe_times = sorted(t for t in probe_times if t is not None)
     return {"chars_per_s": chars[0] / elapsed, "first_char_ms": 1000 * statistics.median(firsts) if firsts else None,
             "probe_ms": 1000 * statistics.median(probe_times) if probe_times else None,
-            "probe_p90_ms": 1000 * sorted(probe_times)[int(0.9 * (len(probe_times) - 1))] if probe_times else None}
+            "probe_p90_ms": 1000 * probe_times[int(0.9 * (len(probe_times) - 1))] if probe_times else None}
 
 
 def main() -> None:
