@@ -299,7 +299,7 @@ def test_runs_are_read_incrementally_ignoring_a_torn_line_and_replaced_points(tr
     first = [{"type": "start", "time": 0, "iteration": 0, "config": {}, "model": {}, "parameters": 1, "device": "cpu",
               "precision": "fp32"}]
     first += [{"type": "train", "i": i, "time": i, "losses": [4.0 - i / 100], "lr": 0.01, "chars_per_s": 1e4,
-               "grad_norm": 1.0, "update_ratio": {"layer1": 1e-3}} for i in range(1, 21)]
+               "grad_norm": 1.0, "update_ratio": {"layer1": -3.0}} for i in range(1, 21)]
     _write(stats, first, torn='{"type": "train", "i": 21, "los')
     with TestClient(create_app([trained], [tmp_path / "cv"], log=lambda m: None)) as c:
         names = [r["name"] for r in c.get("/api/runs").json()["runs"]]
@@ -321,14 +321,14 @@ def test_runs_are_read_incrementally_ignoring_a_torn_line_and_replaced_points(tr
 def test_long_runs_are_downsampled(trained, tmp_path):
     stats = tmp_path / ("long" + SUFFIX)
     records = [{"type": "train", "i": i * 10, "time": i, "losses": [5.0] * 10, "lr": 0.1, "chars_per_s": 1.0,
-                "grad_norm": 2.0, "update_ratio": {"head": 1e-3}} for i in range(1, 20_001)]
+                "grad_norm": 2.0, "update_ratio": {"head": -3.1}} for i in range(1, 20_001)]
     records += [{"type": "sample", "i": i, "time": i, "temperature": 1.0, "text": "x"} for i in range(50)]
     _write(stats, records)
     with TestClient(create_app([trained], [tmp_path / "long"], log=lambda m: None)) as c:
         snap = c.get("/api/run", params={"name": f"{tmp_path.name}/long", "offset": 0}).json()
     train = [r for r in snap["records"] if r["type"] == "train"]
     assert 1000 <= len(train) <= 2000 and train[-1]["i"] == 200_000
-    assert all(r["losses"] == [pytest.approx(5.0)] and r["update_ratio"] == {"head": pytest.approx(1e-3)} for r in train)
+    assert all(r["losses"] == [pytest.approx(5.0)] and r["update_ratio"] == {"head": pytest.approx(-3.1)} for r in train)
     assert len([r for r in snap["records"] if r["type"] == "sample"]) == 20
 
 

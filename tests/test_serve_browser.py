@@ -107,7 +107,7 @@ def test_generate_stream_stop_and_training_view(browser, site, trained):
     page.wait_for_function("+(document.querySelector('#chart-loss svg') || {dataset: {}}).dataset.points > 0",
                            timeout=15_000)
     assert run in page.text_content("#run-list")
-    for chart in ("loss", "lr", "speed"):
+    for chart in ("loss", "ratio", "lr", "grad", "speed"):
         assert int(page.get_attribute(f"#chart-{chart} svg", "data-points")) > 0, chart
     shoot(page, "serve-training.png")
     assert not errors, errors

@@ -70,7 +70,7 @@ def _mean(values: list) -> float | None:
 
 
 def _merge(bucket: list[dict]) -> dict:
-    """One train record standing for several: mean loss, throughput and ratios; the last lr."""
+    """One train record standing for several: mean loss, throughput and (log10) ratios; the last lr."""
     losses = [x for r in bucket for x in (r.get("losses") or []) if isinstance(x, (int, float))]
     ratios: dict[str, list] = {}
     for r in bucket:

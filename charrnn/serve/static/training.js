@@ -29,7 +29,7 @@ const Training = (() => {
         if (rec.grad_norm != null) run.grad.push([i, rec.grad_norm]);
         if (rec.chars_per_s != null) run.speed.push([i, rec.chars_per_s]);
         for (const [layer, r] of Object.entries(rec.update_ratio || {})) {
-          if (r > 0) (run.ratio[layer] = run.ratio[layer] || []).push([i, Math.log10(r)]);
+          if (r != null && isFinite(r)) (run.ratio[layer] = run.ratio[layer] || []).push([i, r]);  // already log10
         }
         run.last = { i, loss: losses[losses.length - 1], speed: rec.chars_per_s };
         break;
@@ -82,9 +82,9 @@ const Training = (() => {
     const loss = [];
     for (const r of shown) {
       const window = Math.max(1, r.loss.length * 0.02);
-      loss.push({ label: `${r.name} (raw)`, color: r.color, points: r.loss, width: 1, opacity: 0.3 });
-      loss.push({ label: `${r.name} (smoothed)`, color: r.color, points: Charts.smooth(r.loss, 1 - 1 / window), width: 2.5 });
-      loss.push({ label: `${r.name} (validation)`, color: r.color, points: r.val, dots: true });
+      loss.push({ color: r.color, points: r.loss, width: 1, opacity: 0.3 });
+      loss.push({ label: r.name, color: r.color, points: Charts.smooth(r.loss, 1 - 1 / window), width: 2.5 });
+      loss.push({ color: r.color, points: r.val, dots: true });
     }
     Charts.draw($("chart-loss"), { series: loss, legend: true });
     const ratio = [];
