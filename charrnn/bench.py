@@ -145,21 +145,26 @@ def bench_training(grid, device, precisions, iters: int, warmup: int, peaks: dic
 
 
 def bench_sampling(seconds: float = 2.0) -> dict:
-    """chars/s of charrnn's CPU engine (1 and 256 streams) against a plain PyTorch step loop."""
-    from .fastsample import NumpyEngine
+    """chars/s of charrnn's CPU engine (1 and 256 streams, each backend) against a plain PyTorch step loop."""
+    from .engine import Engine, SamplingParams, choose_backend
 
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(V, "lstm", D, 128, 2)).eval()
     out = {}
-    for streams in (1, 256):
-        engine = NumpyEngine.from_model(model, streams, 1.0, False, seed=0)
-        tokens, n, t0 = engine.first(), 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for _ in range(50):
-                engine.feed(tokens)
-                tokens = engine.choose()
-            n += 50
-        out[f"charrnn_{streams}_streams"] = n * streams / (time.perf_counter() - t0)
+    backends = ["numpy"] + (["numba"] if choose_backend("auto") == "numba" else [])
+    for backend in backends:
+        for streams in (1, 256):
+            engine = Engine.from_model(model, streams, backend)
+            slots = [engine.open(SamplingParams(seed=j)) for j in range(streams)]
+            engine.generate(slots, 2)  # compile / warm up
+            steps = max(1, (20_000 if backend == "numba" else 2_000) // streams)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                engine.generate(slots, steps)
+                n += steps
+            key = f"charrnn_{streams}_streams" + ("" if backend == backends[-1] else f"_{backend}")
+            out[key] = n * streams / (time.perf_counter() - t0)
+    out["engine_backend"] = backends[-1]
     plain = PlainLSTM(2, 128).eval()
     with torch.inference_mode():
         x, state, n, t0 = torch.zeros(1, 1, dtype=torch.long), None, 0, time.perf_counter()
@@ -266,9 +271,13 @@ def to_markdown(result: dict) -> str:
                      f"| {r['plain_ms_per_iter']:.1f} | {r['speedup_vs_plain']:.2f}x |")
     if "sampling" in result:
         s = result["sampling"]
-        lines += ["", "| sampling (2 x 128, CPU) | chars/s | vs plain PyTorch loop |", "|---|---|---|"]
-        for key in ("charrnn_1_streams", "charrnn_256_streams", "plain_pytorch_1_stream"):
-            lines.append(f"| {key.replace('_', ' ')} | {s[key]:,.0f} | {s[key] / s['plain_pytorch_1_stream']:.1f}x |")
+        flops = 2 * (128 * 512 + 256 * 512 + 128 * V)  # per character of a 2 x 128 LSTM
+        lines += ["", f"| sampling (2 x 128, CPU, engine: {s['engine_backend']}) | chars/s | vs plain PyTorch loop "
+                      "| % fp32 matmul rate |", "|---|---|---|---|"]
+        for key in [k for k in s if k.startswith(("charrnn_", "plain_"))]:
+            pct = 100 * s[key] * flops / 1e9 / result["peaks"]["fp32"] if "peaks" in result else float("nan")
+            lines.append(f"| {key.replace('_', ' ')} | {s[key]:,.0f} | {s[key] / s['plain_pytorch_1_stream']:.1f}x "
+                         f"| {pct:.1f}% |")
     if "preprocess" in result:
         p = result["preprocess"]
         lines += ["", f"preprocess: {p['corpus_mb']:.0f} MB in {p['seconds']:.2f} s = {p['mb_per_s']:.0f} MB/s "

@@ -184,31 +184,35 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
 @click.option("--sample", "sample_flag", type=FLAG01, default=1, show_default=True, help="0 = argmax at every step.")
 @click.option("--temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True,
               help="Divides the scores before the softmax: lower is safer, higher is wilder.")
-@click.option("--seed", type=int, default=None, help="Make the sample reproducible.")
+@click.option("--top-k", type=NON_NEGATIVE_INT, default=0, show_default=True,
+              help="Draw only among the k most likely characters; 0 = all.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Draw only among the most likely characters that together hold this probability.")
+@click.option("--stop", multiple=True, help="End the text just before this string (repeatable, up to 4).")
+@click.option("--seed", type=int, default=None,
+              help="Make the sample reproducible (sample j of --num-samples uses seed + j).")
 @click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
 @click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
 @click.option("--num-samples", type=POSITIVE_INT, default=1, show_default=True,
               help="Independent samples, generated together in one batch (separated by a blank line).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--verbose", type=FLAG01, default=0, show_default=True, help="1 = report speed on stderr.")
-def sample(checkpoint, length, start_text, sample_flag, temperature, seed, gpu, gpu_backend, num_samples, output,
-           verbose) -> None:
+def sample(checkpoint, length, start_text, sample_flag, temperature, top_k, top_p, stop, seed, gpu, gpu_backend,
+           num_samples, output, verbose) -> None:
     """Generate text from a checkpoint, streamed as it is produced."""
     from .sampling import Sampler
 
     start = time.perf_counter()
     sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu, gpu_backend=gpu_backend)
     binary = sampler.vocab.byte_mode
+    params = dict(argmax=not sample_flag, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=stop)
     if num_samples > 1:
-        if sampler.device_type != "cpu":
-            raise CharRNNError("--num-samples runs on the CPU: add --gpu -1")
-        texts = sampler.generate_many(num_samples, length, start_text, argmax=not sample_flag,
-                                      temperature=temperature, seed=seed)
+        texts = sampler.generate_many(num_samples, length, start_text, **params)
         gap = b"\n\n" if binary else "\n\n"
         pieces = iter([gap.join(texts)])
         length *= num_samples
     else:
-        pieces = sampler.generate(length, start_text, argmax=not sample_flag, temperature=temperature, seed=seed)
+        pieces = sampler.generate(length, start_text, **params)
     if output:
         from .fileio import atomic_write
         with atomic_write(output, "wb" if binary else "w") as f:

@@ -64,7 +64,7 @@ def run_demo(output_dir: str | Path = "charrnn-demo", seconds: float = 60.0, cor
     say(click.style("\n4/4 sample", bold=True))
     sampler = Sampler.from_checkpoint(result.checkpoint, gpu=-1)
     for temperature in (0.5, 1.0):
-        text = sampler.text(120 if fast else 600, start_text="def ", temperature=temperature, seed=1)
+        text = sampler.complete(120 if fast else 600, start_text="def ", temperature=temperature, seed=1)
         say(click.style(f"--- temperature {temperature} ---", fg="cyan"))
         say(text)
     say(click.style("\nnext steps", bold=True))

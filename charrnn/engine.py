@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -101,7 +102,7 @@ def uniforms(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
 # -- the prepared network ------------------------------------------------------------------------
 def numpy_weights(model: "CharRNN") -> dict[str, np.ndarray]:
     """A model's floating-point state as NumPy arrays (a copy, from any device)."""
-    return {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items() if v.is_floating_point()}
+    return {k: v.detach().float().cpu().numpy().copy() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
 def _layer_weights(config: ModelConfig, sd: dict) -> list[list[np.ndarray]]:
@@ -194,9 +195,16 @@ def choose_backend(backend: str = "auto") -> str:
         return "numpy"
     try:
         import numba  # noqa: F401
+
+        from . import engine_numba  # noqa: F401
     except ImportError:
         if backend == "numba":
             raise CharRNNError("the numba backend needs numba: pip install 'charrnn[fast]'") from None
+        return "numpy"
+    except Exception as exc:  # e.g. numba finds no writable cache directory
+        if backend == "numba":
+            raise CharRNNError(f"the numba backend cannot start: {exc}") from None
+        warnings.warn(f"charrnn: sampling on NumPy, the numba backend cannot start: {exc}", RuntimeWarning)
         return "numpy"
     return "numba"
 
@@ -210,10 +218,11 @@ class Engine:
     ``prime`` run many steps in one call (fast paths for whole samples and prompts).
     """
 
-    def __init__(self, config: ModelConfig, weights: dict, capacity: int = 1, backend: str = "auto") -> None:
+    def __init__(self, config: ModelConfig, weights: "dict | PreparedModel", capacity: int = 1,
+                 backend: str = "auto") -> None:
         if capacity < 1:
             raise InvalidInput("capacity", f"must be positive (got {capacity})")
-        self.model = PreparedModel(config, weights)
+        self.model = weights if isinstance(weights, PreparedModel) else PreparedModel(config, weights)
         self.backend = choose_backend(backend)
         self.capacity, self.vocab_size = capacity, self.model.vocab_size
         m = self.model
@@ -269,14 +278,19 @@ class Engine:
         self.c[dst] = self.c[src]
 
     def _slots(self, slots) -> np.ndarray:
-        slots = np.atleast_1d(np.asarray(slots, dtype=np.int64))
-        if len(slots) and (slots.min() < 0 or slots.max() >= self.capacity or not self.in_use[slots].all()):
+        if not (isinstance(slots, np.ndarray) and slots.dtype == np.int64 and slots.ndim == 1):
+            slots = np.atleast_1d(np.asarray(slots, dtype=np.int64))
+        n = len(slots)
+        if n and not (0 <= slots.min() and slots.max() < self.capacity and self.in_use[slots].all()):
             raise CharRNNError(f"slots {slots.tolist()} are not all open")
+        if n > 1 and len(np.unique(slots)) < n:
+            raise CharRNNError(f"slots {slots.tolist()} repeat a slot")
         return slots
 
     def _tokens(self, tokens, n: int) -> np.ndarray:
-        tokens = np.broadcast_to(np.asarray(tokens, dtype=np.int64), (n,))
-        if n and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+        if not (isinstance(tokens, np.ndarray) and tokens.dtype == np.int64 and tokens.shape == (n,)):
+            tokens = np.ascontiguousarray(np.broadcast_to(np.asarray(tokens, dtype=np.int64), (n,)))
+        if n and not (0 <= tokens.min() and tokens.max() < self.vocab_size):
             raise InvalidInput("tokens", f"must lie in [0, {self.vocab_size})")
         return np.ascontiguousarray(tokens)
 
@@ -288,7 +302,7 @@ class Engine:
         if self.backend == "numba":
             self._kernels.feed(self, slots, tokens)
         else:
-            _feed_numpy(self, slots, tokens)
+            _feed_numpy(self, _rows(slots), tokens)
 
     def prime(self, slot: int, tokens) -> None:
         """Feed a whole sequence of tokens to one slot."""
@@ -299,7 +313,7 @@ class Engine:
             self._kernels.prime(self, slots[0], tokens)
         else:
             for t in tokens:
-                _feed_numpy(self, slots, t[None])
+                _feed_numpy(self, slice(slot, slot + 1), t[None])
 
     def sample(self, slots) -> np.ndarray | tuple[np.ndarray, list]:
         """The next token of each slot from its current state, with its own params and random stream.
@@ -348,18 +362,28 @@ class Engine:
         if self.backend == "numba":
             self._kernels.generate(self, slots, out)
             return out
+        rows = _rows(slots)
         for t in range(steps):
-            tokens = self.sample(slots)
-            out[:, t] = tokens[0] if isinstance(tokens, tuple) else tokens
-            self.feed(slots, out[:, t])
+            self.scores[rows] = _head_numpy(self, rows)
+            out[:, t] = sample_rows(self.scores[rows], self.temperature[rows], self.top_k[rows], self.top_p[rows],
+                                    uniforms(self.key[rows], self.count[rows]))
+            self.count[rows] += np.uint64(1)
+            _feed_numpy(self, rows, out[:, t])
         return out
 
 
 # -- the NumPy backend ---------------------------------------------------------------------------
-def _feed_numpy(engine: Engine, slots: np.ndarray, tokens: np.ndarray) -> None:
+def _rows(slots: np.ndarray) -> np.ndarray | slice:
+    """A slice when the slots are consecutive (views instead of copies), else the slots."""
+    if len(slots) and slots[-1] - slots[0] == len(slots) - 1 and (np.diff(slots) == 1).all():
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return slots
+
+
+def _feed_numpy(engine: Engine, slots: np.ndarray | slice, tokens: np.ndarray) -> None:
     m = engine.model
     H = m.H
-    h, c = engine.h[slots], engine.c[slots]
+    h, c = engine.h[slots], engine.c[slots]  # views for a slice
     for l in range(m.L):
         own = h[:, l * H:(l + 1) * H]
         if m.kind == "gru":
@@ -382,10 +406,11 @@ def _feed_numpy(engine: Engine, slots: np.ndarray, tokens: np.ndarray) -> None:
         cl *= sig[:, H:2 * H]
         cl += sig[:, :H] * a[:, 3 * H:]
         own[:] = sig[:, 2 * H:3 * H] * np.tanh(cl)
-    engine.h[slots], engine.c[slots] = h, c
+    if not isinstance(slots, slice):
+        engine.h[slots], engine.c[slots] = h, c
 
 
-def _head_numpy(engine: Engine, slots: np.ndarray) -> np.ndarray:
+def _head_numpy(engine: Engine, slots: np.ndarray | slice) -> np.ndarray:
     m = engine.model
     return engine.h[slots, (m.L - 1) * m.H:] @ m.head_w + m.head_b
 

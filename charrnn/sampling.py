@@ -1,17 +1,34 @@
-"""Sampling text from a trained model, streamed as it is generated, in constant memory."""
+"""Sampling text from a trained model, streamed as it is generated, in constant memory.
+
+Entry points, by what you hold and what you want back:
+
+- ``charrnn.sample(checkpoint, ...)``: a checkpoint in, the whole text out.
+- ``Sampler.from_checkpoint(path)`` then ``.generate(...)`` (pieces as they are produced),
+  ``.complete(...)`` (the whole text) or ``.generate_many(n, ...)`` (n samples as one batch).
+- ``sample_from_model(model, vocab, ...)``: a live PyTorch model (samples during training).
+- :class:`StopMatcher`: ends a stream before the first stop string (the CLI and the server).
+
+On the CPU the work runs on :class:`charrnn.engine.Engine` (numba or NumPy); a ``.pt``
+checkpoint sampled on the CPU never imports torch. On a GPU the PyTorch model computes the
+scores and the engine's own sampling rule and random stream pick the tokens, so a seed means the
+same thing everywhere. Row ``j`` of ``generate_many(n, seed=s)`` is the text of ``seed=s + j``.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import sys
+import warnings
 from pathlib import Path
-from typing import Iterator
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import ModelConfig
-from .errors import CharRNNError
+from .engine import BACKEND_ENV, Engine, PreparedModel, SamplingParams, numpy_weights, sample_rows, seed_key, uniforms
+from .errors import InvalidInput
 from .vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -19,167 +36,265 @@ if TYPE_CHECKING:
 
     from .model import CharRNN
 
+MAX_STOPS = 4
+SMALL_JOB = 20_000  # characters: below this, NumPy is done before numba would have loaded (about 1-2 s)
+
+
+class StopMatcher:
+    """Cuts a stream of text (or bytes) before the first occurrence of any stop string.
+
+    ``push(piece)`` returns what may be emitted now; a tail that could begin a stop string is held
+    back until it is decided. ``stopped`` turns true when a stop string was found (nothing after
+    it is ever emitted); ``flush()`` returns the held-back tail at the end of the stream.
+    """
+
+    def __init__(self, stops: Sequence[str | bytes] = ()) -> None:
+        stops = list(stops)
+        if len(stops) > MAX_STOPS:
+            raise InvalidInput("stop", f"takes at most {MAX_STOPS} strings (got {len(stops)})")
+        if any(len(s) == 0 for s in stops):
+            raise InvalidInput("stop", "strings must not be empty")
+        self.stops, self.stopped = stops, False
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.pending: str | bytes = ""
+
+    def push(self, piece: str | bytes) -> str | bytes:
+        """What of ``pending + piece`` can be emitted now."""
+        text = self.pending + piece if self.pending else piece
+        if self.stopped:
+            return piece[:0]
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped, self.pending = True, text[:0]
+            return text[:cut]
+        keep = min(self.hold, len(text))
+        self.pending = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def flush(self) -> str | bytes:
+        """The held-back tail once the stream has ended without a stop."""
+        out, self.pending = self.pending, self.pending[:0]
+        return out
+
+
+def sampling_params(argmax: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                    seed: int | None = None) -> SamplingParams:
+    """The engine's parameters for the CLI-style arguments (``argmax`` or temperature 0: greedy)."""
+    return SamplingParams(0.0 if argmax else temperature, top_k, top_p, seed).check()
+
 
 class Sampler:
     """Generates text from a model; ``Sampler.from_checkpoint(path).generate(...)``.
 
-    On the CPU the work runs on NumPy (see :mod:`charrnn.fastsample`); a charrnn ``.pt``
-    checkpoint sampled on the CPU never even imports torch, so the first character comes fast.
+    ``backend``: ``auto`` (numba when installed, else NumPy; NumPy for jobs under
+    :data:`SMALL_JOB` characters while numba is not yet loaded, since both give the same text;
+    the torch model on a GPU), ``numba``, ``numpy`` or ``torch`` (the PyTorch model computes
+    the scores, on any device).
     """
 
-    def __init__(self, model: "CharRNN", vocab: Vocabulary, device: "torch.device | str" = "cpu") -> None:
+    def __init__(self, model: "CharRNN", vocab: Vocabulary, device: "torch.device | str" = "cpu",
+                 backend: str = "auto") -> None:
         import torch
 
         self.model = model.to(device).eval()
-        self.config, self.weights = model.config, None
-        self.vocab = vocab
+        self.config, self.vocab = model.config, vocab
         self.device = torch.device(device)
         self.device_type = self.device.type
+        self.backend = "torch" if self.device_type != "cpu" else backend
+        self._prepared = None
 
     @classmethod
-    def from_weights(cls, config: ModelConfig, weights: dict, vocab: Vocabulary) -> "Sampler":
+    def from_weights(cls, config: ModelConfig, weights: dict, vocab: Vocabulary, backend: str = "auto") -> "Sampler":
         """A CPU sampler over NumPy weights (a ``state_dict`` as arrays), without torch."""
         self = cls.__new__(cls)
-        self.model, self.device = None, None
-        self.config, self.weights, self.vocab, self.device_type = config, weights, vocab, "cpu"
+        self.model, self.device, self.device_type = None, None, "cpu"
+        self.config, self.vocab, self.backend = config, vocab, backend
+        self._prepared = PreparedModel(config, weights)
         return self
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, gpu: int | None = -1, gpu_backend: str = "cuda") -> "Sampler":
+    def from_checkpoint(cls, path: str | Path, gpu: int | None = -1, gpu_backend: str = "cuda",
+                        backend: str = "auto") -> "Sampler":
         resolved = resolve_checkpoint(path)
-        if gpu is not None and gpu < 0 and resolved.suffix == ".pt":
+        if gpu is not None and gpu < 0 and resolved.suffix == ".pt" and backend != "torch":
             from .ptreader import read_pt
             payload = read_pt(resolved)
-            return cls.from_weights(payload.config, payload.model_state, payload.vocab)
+            return cls.from_weights(payload.config, payload.model_state, payload.vocab, backend)
         from .device import select_device
         device = select_device(gpu, gpu_backend)
         ckpt = load_checkpoint(resolved)
-        return cls(ckpt.build_model(device), ckpt.vocab, device)
+        return cls(ckpt.build_model(device), ckpt.vocab, device, backend)
 
-    def _check(self, length: int, start_text: str, temperature: float):
+    # -- checks and pieces -------------------------------------------------------------------------
+    def _start(self, length: int, start_text: str) -> np.ndarray | None:
         if length < 1:
-            raise CharRNNError(f"--length must be positive (got {length})")
-        if not temperature > 0:
-            raise CharRNNError(f"--temperature must be positive (got {temperature})")
+            raise InvalidInput("length", f"must be positive (got {length})")
         start = self.vocab.encode(start_text) - 1 if start_text else None  # 0-based for the model
         if start is not None and len(start) > length:
-            raise CharRNNError(f"--length {length} is shorter than the start text ({len(start)} tokens)")
+            raise InvalidInput("length", f"{length} is shorter than the start text ({len(start)} tokens)")
         return start
 
-    def _engine(self, streams: int, start, argmax: bool, temperature: float, seed: int | None):
-        """A primed NumPy engine and the first tokens to emit."""
-        from .fastsample import NumpyEngine
-
-        if self.weights is not None:
-            engine = NumpyEngine(self.config, self.weights, streams, temperature, argmax, seed)
-        else:
-            engine = NumpyEngine.from_model(self.model, streams, temperature, argmax, seed)
-        if start is None:
-            return engine, engine.first()
-        for token in start:
-            engine.feed(np.full(streams, token))
-        return engine, engine.choose()
-
-    def generate(self, length: int = 2000, start_text: str = "", argmax: bool = False,
-                 temperature: float = 1.0, seed: int | None = None, chunk: int = 256) -> Iterator[str | bytes]:
-        """Yield ``length`` characters (start text included) in pieces of about ``chunk``.
-
-        Without start text the first character is drawn uniformly (argmax takes the first
-        token), as torch-rnn does. In bytes mode the pieces are bytes.
-        """
-        start = self._check(length, start_text, temperature)
-        if start is not None:
-            yield self._decode(start)
-        remaining = length - (0 if start is None else len(start))
-        if self.device_type != "cpu":
-            yield from self._generate_torch(remaining, start, argmax, temperature, seed, chunk)
-            return
-        engine, nxt = self._engine(1, start, argmax, temperature, seed)
-        buf, n = np.empty(chunk, dtype=np.int64), 0
-        for t in range(remaining):
-            buf[n] = nxt[0]
-            n += 1
-            if n == chunk:
-                yield self._decode(buf)
-                n = 0
-            if t + 1 < remaining:
-                engine.feed(nxt)
-                nxt = engine.choose()
-        if n:
-            yield self._decode(buf[:n])
-
-    def generate_many(self, num_samples: int, length: int = 2000, start_text: str = "", argmax: bool = False,
-                      temperature: float = 1.0, seed: int | None = None) -> list[str | bytes]:
-        """``num_samples`` independent samples, computed together as one batch (CPU)."""
-        if num_samples < 1:
-            raise CharRNNError(f"--num-samples must be positive (got {num_samples})")
-        start = self._check(length, start_text, temperature)
-        prefix = [] if start is None else list(start)
-        remaining = length - len(prefix)
-        engine, nxt = self._engine(num_samples, start, argmax, temperature, seed)
-        out = np.empty((num_samples, remaining), dtype=np.int64)
-        for t in range(remaining):
-            out[:, t] = nxt
-            if t + 1 < remaining:
-                engine.feed(nxt)
-                nxt = engine.choose()
-        return [self._decode(np.concatenate([prefix, row]).astype(np.int64)) for row in out]
-
-    def _generate_torch(self, remaining: int, start, argmax: bool, temperature: float, seed: int | None,
-                        chunk: int) -> Iterator[str | bytes]:
-        """The same sampling with the PyTorch model, for GPUs."""
-        import torch
-
-        with torch.inference_mode():
-            yield from self._torch_loop(torch, remaining, start, argmax, temperature, seed, chunk)
-
-    def _torch_loop(self, torch, remaining, start, argmax, temperature, seed, chunk):
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed if seed is not None else torch.seed())
-        V = len(self.vocab)
-        state = None
-        if start is not None:
-            scores, state = self.model(torch.as_tensor(start, device=self.device).view(1, -1))
-            scores = scores[:, -1]
-        else:
-            scores = torch.zeros(1, V, device=self.device)
-        out: list[int] = []
-        for t in range(remaining):
-            if argmax:
-                nxt = scores.argmax(dim=-1, keepdim=True)
-            else:
-                probs = torch.softmax(scores.float() / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=gen)
-            out.append(int(nxt))
-            if len(out) >= chunk:
-                yield self._decode(np.array(out))
-                out = []
-            if t + 1 < remaining:
-                scores, state = self.model(nxt.view(1, 1), state)
-                scores = scores[:, -1]
-        if out:
-            yield self._decode(np.array(out))
+    def _engine(self, capacity: int, chars: int) -> Engine:
+        """An engine for a job of ``chars`` characters: ``auto`` keeps small jobs on NumPy unless numba is loaded."""
+        if self._prepared is None:
+            self._prepared = PreparedModel(self.config, numpy_weights(self.model))
+        backend = self.backend
+        if backend == "auto" and chars < SMALL_JOB and "numba" not in sys.modules and not os.environ.get(BACKEND_ENV):
+            backend = "numpy"
+        return Engine(self.config, self._prepared, capacity, backend)
 
     def _decode(self, ids: np.ndarray) -> str | bytes:
         """Text (or bytes) for 0-based token ids."""
         return self.vocab.decode(np.asarray(ids) + 1)
 
-    def text(self, length: int = 2000, start_text: str = "", argmax: bool = False, temperature: float = 1.0,
-             seed: int | None = None) -> str | bytes:
+    def _empty(self) -> str | bytes:
+        return b"" if self.vocab.byte_mode else ""
+
+    def _encode_stops(self, stop: Sequence[str]) -> list:
+        return [s.encode("utf-8") if self.vocab.byte_mode and isinstance(s, str) else s for s in stop]
+
+    # -- public ------------------------------------------------------------------------------------
+    def generate(self, length: int = 2000, start_text: str = "", argmax: bool = False, temperature: float = 1.0,
+                 seed: int | None = None, chunk: int = 256, top_k: int = 0, top_p: float = 1.0,
+                 stop: Sequence[str] = ()) -> Iterator[str | bytes]:
+        """Yield up to ``length`` characters (start text included) in pieces of about ``chunk``.
+
+        Without start text the first character is drawn uniformly (argmax takes the first token),
+        as torch-rnn does. A stop string ends the text just before it (searched in the generated
+        part only). In bytes mode the pieces are bytes.
+        """
+        params = sampling_params(argmax, temperature, top_k, top_p, seed)
+        start = self._start(length, start_text)
+        matcher = StopMatcher(self._encode_stops(stop))
+        if start is not None:
+            yield self._decode(start)
+        remaining = length - (0 if start is None else len(start))
+        for ids in self._token_pieces(remaining, start, params, chunk):
+            piece = matcher.push(self._decode(ids))
+            if piece:
+                yield piece
+            if matcher.stopped:
+                return
+        tail = matcher.flush()
+        if tail:
+            yield tail
+
+    def _token_pieces(self, remaining: int, start, params: SamplingParams, chunk: int) -> Iterator[np.ndarray]:
+        if self.backend == "torch":
+            for block in self._torch_rows(1, remaining, start, [params], chunk):
+                yield block[0]
+            return
+        engine = self._engine(1, remaining)
+        slot = engine.open(params)
+        head = np.empty(0, np.int64)
+        if start is None:  # the first token rides with the first piece
+            head = engine.first([slot])
+            engine.feed([slot], head)
+            remaining -= 1
+        else:
+            engine.prime(slot, start)
+        while remaining > 0 or len(head):
+            n = min(chunk - len(head), remaining)
+            yield np.concatenate([head, engine.generate([slot], n)[0]])
+            head, remaining = head[:0], remaining - n
+
+    def complete(self, length: int = 2000, start_text: str = "", argmax: bool = False, temperature: float = 1.0,
+                 seed: int | None = None, top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = ()) -> str | bytes:
         """One whole sample (``generate`` streams it instead)."""
-        pieces = self.generate(length, start_text, argmax, temperature, seed)
-        return (b"" if self.vocab.byte_mode else "").join(pieces)
+        pieces = self.generate(length, start_text, argmax, temperature, seed, top_k=top_k, top_p=top_p, stop=stop)
+        return self._empty().join(pieces)
+
+    def text(self, *args, **kwargs) -> str | bytes:
+        """Deprecated name of :meth:`complete`."""
+        warnings.warn("Sampler.text is deprecated; use Sampler.complete", DeprecationWarning, stacklevel=2)
+        return self.complete(*args, **kwargs)
+
+    def generate_many(self, num_samples: int, length: int = 2000, start_text: str = "", argmax: bool = False,
+                      temperature: float = 1.0, seed: int | None = None, top_k: int = 0, top_p: float = 1.0,
+                      stop: Sequence[str] = ()) -> list[str | bytes]:
+        """``num_samples`` independent samples computed together as one batch; row j uses seed + j."""
+        if num_samples < 1:
+            raise InvalidInput("num_samples", f"must be positive (got {num_samples})")
+        start = self._start(length, start_text)
+        params = [sampling_params(argmax, temperature, top_k, top_p, None if seed is None else seed + j)
+                  for j in range(num_samples)]
+        stops = self._encode_stops(stop)
+        StopMatcher(stops)  # validates
+        remaining = length - (0 if start is None else len(start))
+        if self.backend == "torch":
+            rows = np.concatenate(list(self._torch_rows(num_samples, remaining, start, params, remaining)), axis=1)
+        else:
+            rows = self._engine_rows(num_samples, remaining, start, params)
+        prefix = self._empty() if start is None else self._decode(start)
+        out = []
+        for row in rows:
+            matcher = StopMatcher(stops)
+            body = matcher.push(self._decode(row))
+            out.append(prefix + body + (matcher.flush() or self._empty()))
+        return out
+
+    def _engine_rows(self, n: int, remaining: int, start, params: list[SamplingParams]) -> np.ndarray:
+        engine = self._engine(n, n * remaining)
+        slots = np.array([engine.open(p) for p in params])
+        if start is None:
+            first = engine.first(slots)
+            engine.feed(slots, first)
+            return np.concatenate([first[:, None], engine.generate(slots, remaining - 1)], axis=1)
+        engine.prime(slots[0], start)  # prime once, copy the state
+        for s in slots[1:]:
+            engine.copy_state(slots[0], s)
+        return engine.generate(slots, remaining)
+
+    # -- the PyTorch path (GPUs) -------------------------------------------------------------------
+    def _torch_rows(self, n: int, remaining: int, start, params: list[SamplingParams],
+                    chunk: int) -> Iterator[np.ndarray]:
+        """Blocks of (n, <= chunk) tokens: the model computes the scores, the engine's rule picks."""
+        import torch
+
+        temp = np.array([p.temperature for p in params])
+        top_k = np.array([p.top_k for p in params], dtype=np.int64)
+        top_p = np.array([p.top_p for p in params])
+        keys = np.array([seed_key(p.seed if p.seed is not None else secrets.randbits(64))
+                         for p in params], dtype=np.uint64)
+        count = np.zeros(n, np.uint64)
+        with torch.inference_mode():
+            state, done = None, 0
+            if start is None:
+                u = uniforms(keys, count)
+                count += np.uint64(1)
+                nxt = np.minimum((u * len(self.vocab)).astype(np.int64), len(self.vocab) - 1)
+                nxt[temp == 0] = 0
+                scores, state = self.model(torch.as_tensor(nxt, device=self.device).view(n, 1))
+                yield nxt[:, None]
+                done = 1
+            else:
+                prompt = torch.as_tensor(start, device=self.device).view(1, -1).expand(n, -1)
+                scores, state = self.model(prompt)
+            block = []
+            for t in range(done, remaining):
+                logits = scores[:, -1].float().cpu().numpy()
+                nxt = sample_rows(logits, temp, top_k, top_p, uniforms(keys, count))
+                count += np.uint64(1)
+                block.append(nxt)
+                if len(block) == chunk:
+                    yield np.stack(block, axis=1)
+                    block = []
+                if t + 1 < remaining:
+                    scores, state = self.model(torch.as_tensor(nxt, device=self.device).view(n, 1), state)
+            if block:
+                yield np.stack(block, axis=1)
 
 
 def sample_from_model(model: "CharRNN", vocab: Vocabulary, length: int = 200, temperature: float = 1.0,
-                      seed: int | None = None) -> str | bytes:
-    """A sample from a model in any mode or device, leaving it (and torch's random state) untouched."""
-    from .fastsample import numpy_weights
-
-    return Sampler.from_weights(model.config, numpy_weights(model), vocab).text(length, temperature=temperature, seed=seed)
+                      seed: int | None = None, top_k: int = 0, top_p: float = 1.0) -> str | bytes:
+    """A sample from a live PyTorch model (any mode, any device), leaving it and torch's random state untouched."""
+    sampler = Sampler.from_weights(model.config, numpy_weights(model), vocab)
+    return sampler.complete(length, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p)
 
 
 def sample(checkpoint: str | Path, length: int = 2000, start_text: str = "", argmax: bool = False,
-           temperature: float = 1.0, seed: int | None = None, gpu: int | None = -1) -> str | bytes:
+           temperature: float = 1.0, seed: int | None = None, gpu: int | None = -1, top_k: int = 0,
+           top_p: float = 1.0, stop: Sequence[str] = ()) -> str | bytes:
     """Sample text from a checkpoint and return it whole (the CLI streams instead)."""
-    return Sampler.from_checkpoint(checkpoint, gpu=gpu).text(length, start_text, argmax, temperature, seed)
+    sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu)
+    return sampler.complete(length, start_text, argmax, temperature, seed, top_k, top_p, stop)

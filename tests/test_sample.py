@@ -55,13 +55,19 @@ def test_unseen_start_character_is_named(cli, trained):
     assert_one_line_error(cli("sample", "--checkpoint", trained, "--start-text", "fox €"), "'€'")
 
 
-def test_generation_streams_in_pieces(trained):
+def test_generation_streams_in_pieces(trained, monkeypatch):
+    """The first piece is handed out after one chunk of steps, before the rest is computed."""
+    from charrnn.engine import Engine
+
+    steps = []
+    real = Engine.generate
+    monkeypatch.setattr(Engine, "generate", lambda self, slots, n: steps.append(n) or real(self, slots, n))
     sampler = Sampler.from_checkpoint(trained)
     pieces = sampler.generate(length=1000, seed=0, chunk=100)
     first = next(pieces)
-    assert len(first) == 100  # produced before the rest exists
+    assert len(first) == 100 and sum(steps) == 99  # the first character plus 99 steps, nothing more yet
     rest = "".join(pieces)
-    assert len(first) + len(rest) == 1000
+    assert sum(steps) == 999 and first + rest == sample(trained, length=1000, seed=0)
 
 
 def test_cli_sample_to_stdout_and_file(cli, trained, tmp_path):
@@ -132,25 +138,79 @@ def test_pickle_payload_never_runs(cli, trained, dataset, tmp_path):
 
 
 def test_many_samples_in_one_batch(cli, trained):
-    from charrnn import Sampler
-
     sampler = Sampler.from_checkpoint(trained)
     texts = sampler.generate_many(8, length=60, start_text="The ", seed=4)
     assert len(texts) == 8 and all(len(t) == 60 and t.startswith("The ") for t in texts)
     assert len(set(texts)) > 1  # independent streams
-    assert texts == sampler.generate_many(8, length=60, start_text="The ", seed=4)
+    assert texts == [sampler.complete(60, "The ", seed=4 + j) for j in range(8)]  # row j is seed + j
     greedy = sampler.generate_many(3, length=40, start_text="The ", argmax=True)
     assert greedy == ["".join(sampler.generate(40, start_text="The ", argmax=True))] * 3
     out = cli("sample", "--checkpoint", trained, "--num-samples", "4", "--length", "30", "--seed", "2")
-    assert out.code == 0 and len(out.out.strip("\n").split("\n\n")) >= 1
+    singles = [cli("sample", "--checkpoint", trained, "--length", "30", "--seed", str(2 + j)).out[:-1]
+               for j in range(4)]
+    assert out.code == 0 and out.out == "\n\n".join(singles) + "\n"
 
 
-def test_numpy_engine_matches_the_model(trained, tmp_path):
-    """The fast CPU engine computes what the PyTorch model computes, for every cell type."""
+def test_same_seed_same_text_through_every_entry_point(cli, trained):
+    """Alone, in a batch, through the CLI, with top-k and top-p: a seed means one text."""
+    kw = dict(temperature=0.8, top_k=5, top_p=0.9)
+    alone = sample(trained, length=300, start_text="The ", seed=77, **kw)
+    batch = Sampler.from_checkpoint(trained).generate_many(16, 300, "The ", seed=70, **kw)
+    assert batch[7] == alone
+    for backend in ("numpy", "numba") if _has_numba() else ("numpy",):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CHARRNN_ENGINE", backend)  # forces the backend even for this small job
+            out = cli("sample", "--checkpoint", trained, "--length", "300", "--start-text", "The ", "--seed", "77",
+                      "--temperature", "0.8", "--top-k", "5", "--top-p", "0.9")
+            assert out.code == 0 and out.out == alone + "\n", backend
+    assert alone != sample(trained, length=300, start_text="The ", seed=77)  # the cuts change the text
+
+
+def _has_numba() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_top_k_one_is_argmax(trained):
+    assert sample(trained, length=200, start_text="The ", top_k=1, seed=3) == \
+        sample(trained, length=200, start_text="The ", argmax=True)
+
+
+def test_stop_strings_end_the_text_before_them(cli, trained):
+    full = sample(trained, length=400, start_text="The ", seed=8)
+    word = full[4:][full[4:].index(" ") + 1:][:3]  # three generated characters that occur in the text
+    cut = 4 + full[4:].index(word)
+    assert sample(trained, length=400, start_text="The ", seed=8, stop=[word]) == full[:cut]
+    assert sample(trained, length=400, start_text="The ", seed=8, stop=["\u2603", word]) == full[:cut]
+    out = cli("sample", "--checkpoint", trained, "--length", "400", "--start-text", "The ", "--seed", "8",
+              "--stop", word, "--stop", "zzzz")
+    assert out.code == 0 and out.out == full[:cut] + "\n"
+    many = Sampler.from_checkpoint(trained).generate_many(2, 400, "The ", seed=8, stop=[word])
+    assert many[0] == full[:cut]
+    stops = [a for s in "abcde" for a in ("--stop", s)]
+    assert_one_line_error(cli("sample", "--checkpoint", trained, *stops), "--stop", "at most 4")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_seed_gives_the_same_text_on_each_backend(trained, backend):
+    pytest.importorskip(backend)
+    from charrnn.ptreader import read_pt
+
+    payload = read_pt(trained)
+    sampler = Sampler.from_weights(payload.config, payload.model_state, payload.vocab, backend=backend)
+    assert sampler.complete(2000, "The ", temperature=0.9, top_p=0.95, seed=12) == \
+        sample(trained, length=2000, start_text="The ", temperature=0.9, top_p=0.95, seed=12)
+
+
+def test_engine_matches_the_model_and_samples_with_temperature(trained):
+    """The CPU engine computes the model's scores for every cell type; temperature and cuts apply."""
     import numpy as np
 
     from charrnn import CharRNN, ModelConfig
-    from charrnn.fastsample import NumpyEngine
+    from charrnn.engine import Engine, SamplingParams
 
     for model_type in ("lstm", "gru", "rnn"):
         for batchnorm in (False, True):
@@ -162,16 +222,18 @@ def test_numpy_engine_matches_the_model(trained, tmp_path):
                     norm.running_var.uniform_(0.5, 2)
                     norm.weight.data.uniform_(0.5, 2)
             tokens = np.array([[1, 4, 2, 6, 0, 3]] * 2)
-            engine = NumpyEngine.from_model(model, streams=2, argmax=True)
+            engine = Engine.from_model(model, capacity=2)
+            slots = [engine.open(SamplingParams(0.7, top_k=3, seed=1)), engine.open(SamplingParams(0.0))]
             for t in range(tokens.shape[1]):
-                engine.feed(tokens[:, t])
-            expected, _ = model(torch.as_tensor(tokens))
-            z = engine.h_own[-1] @ engine.head_w_t + engine.head_b
-            assert np.allclose(z, expected[:, -1].detach().numpy(), atol=1e-5), (model_type, batchnorm)
+                engine.feed(slots, tokens[:, t])
+            drawn = engine.sample(slots)
+            expected = model(torch.as_tensor(tokens))[0][:, -1].detach().numpy()
+            assert np.allclose(engine.scores[slots], expected, atol=1e-5), (model_type, batchnorm)
+            assert drawn[0] in np.argsort(-expected[0])[:3] and drawn[1] == expected[1].argmax()
 
 
 def test_cpu_sampling_of_a_pt_checkpoint_never_imports_torch(trained):
-    """Start-up: the .pt is read by charrnn's own safe reader and sampled on NumPy."""
+    """Start-up: the .pt is read by charrnn's own safe reader and sampled without torch."""
     import subprocess
     import sys
 
@@ -179,8 +241,23 @@ def test_cpu_sampling_of_a_pt_checkpoint_never_imports_torch(trained):
             "print(len(text), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["40", "False"]
-    via_torch = Sampler(load_checkpoint(trained).build_model(), load_checkpoint(trained).vocab)
-    assert "".join(via_torch.generate(40, seed=3)) == sample(trained, length=40, seed=3)  # same weights, same text
+
+
+def test_the_torch_decode_loop_gives_the_engines_text(trained, monkeypatch):
+    """The GPU path (PyTorch computes the scores) run on the CPU: same seed, same text, same cuts."""
+    from charrnn.engine import Engine
+
+    ckpt = load_checkpoint(trained)
+    via_torch = Sampler(ckpt.build_model(), ckpt.vocab, backend="torch")
+    monkeypatch.setattr(Engine, "__init__", None)  # the engine must not run on this path
+    kw = dict(temperature=0.9, top_k=8, top_p=0.95, seed=3)
+    text = via_torch.complete(500, "The ", **kw)
+    many = via_torch.generate_many(3, 300, seed=3, temperature=1.2)
+    no_start = via_torch.complete(300, seed=3, temperature=1.2)
+    monkeypatch.undo()
+    assert text == sample(trained, length=500, start_text="The ", **kw)
+    assert many == Sampler.from_checkpoint(trained).generate_many(3, 300, seed=3, temperature=1.2)
+    assert no_start == many[0]
 
 
 def test_torch_free_reader_matches_torch_load(trained):
@@ -194,3 +271,27 @@ def test_torch_free_reader_matches_torch_load(trained):
     for key, tensor in reference.model_state.items():
         assert np.array_equal(payload.model_state[key], tensor.numpy()), key
     assert payload.train_state["learning_rate"] == reference.train_state["learning_rate"]
+
+
+def test_stop_matcher_cuts_at_the_first_stop_whatever_the_pieces():
+    import random
+
+    from charrnn.sampling import StopMatcher
+
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice("ab\n") for _ in range(rng.randint(0, 40)))
+        stops = ["".join(rng.choice("ab\n") for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(0, 4))]
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 6))))
+        pieces = [text[i:j] for i, j in zip([0] + cuts, cuts + [len(text)])]
+        matcher = StopMatcher(stops)
+        out = "".join(matcher.push(p) for p in pieces)
+        out += "" if matcher.stopped else matcher.flush()
+        found = [text.find(s) for s in stops if s in text]
+        assert out == (text[:min(found)] if found else text)
+        assert matcher.stopped == bool(found)
+    assert StopMatcher([b"\n\n"]).push(b"ab\n\ncd") == b"ab"
+    with pytest.raises(Exception, match="at most 4"):
+        StopMatcher(["a", "b", "c", "d", "e"])
+    with pytest.raises(Exception, match="empty"):
+        StopMatcher([""])
