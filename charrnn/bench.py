@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,21 +20,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .hardware import cpu_info
 from .model import CharRNN, ModelConfig
+from .precision import native_bf16, resolve_precision
 from .step import build_model, build_optimizer, train_step
-from .training import resolve_precision
 
 V, D, N, T = 65, 64, 50, 50
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info().model
 
 
 def _sync(device: torch.device) -> None:
@@ -139,6 +133,7 @@ def bench_training(grid, device, precisions, iters: int, warmup: int, peaks: dic
                 "chars_per_s": batch * T / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
                 "pct_fp32_peak": 100 * flops / (ms / 1000) / 1e9 / peaks["fp32"],
                 "pct_bf16_peak": 100 * flops / (ms / 1000) / 1e9 / peaks["bf16"] if peaks.get("bf16_native") else None,
+                "auto": precision == peaks.get("auto"),
                 "plain_ms_per_iter": plain_ms, "speedup_vs_plain": plain_ms / ms,
             })
     return rows
@@ -252,22 +247,30 @@ def bench_startup(workdir: Path) -> dict:
     return {"help_s": min(helps), "first_char_s": first}
 
 
+def machine_line(result: dict) -> str:
+    """``Intel Xeon ... (AVX2, AVX-512, AVX512-BF16, AMX-BF16), 2 threads, cpu, torch 2.13, date``."""
+    return (f"charrnn bench on {result['cpu_description']}, {result['threads']} threads, {result['device']}, "
+            f"torch {result['torch']}, {result['date']}")
+
+
 def to_markdown(result: dict) -> str:
-    lines = [f"charrnn bench on {result['cpu']} ({result['threads']} threads), {result['device']}, "
-             f"torch {result['torch']}, {result['date']}", "",
-             f"matmul 2048x2048: fp32 {result['peaks']['fp32']:.0f} GFLOP/s, "
-             f"bf16 {result['peaks']['bf16']:.1f} GFLOP/s"
-             f"{'' if result['native_bf16'] else ' (no native bf16 on this hardware: fp32 only)'}", "",
-             "| layers x size | batch | precision | ms/iter | chars/s | GFLOP/s | % fp32 peak | % bf16 peak "
-             "| plain PyTorch ms/iter | charrnn / plain |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    peaks = result["peaks"]
+    native = "native" if result["native_bf16"] else "emulated: no native bf16 on this hardware"
+    lines = [machine_line(result), "",
+             f"matmul 2048x2048: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
+             f"({peaks['bf16'] / peaks['fp32']:.1f}x, {native}); `--precision auto` trains in "
+             f"{result['auto_precision']} here", "",
+             "| layers x size | batch | precision | ms/iter | chars/s | GFLOP/s | % of its matmul rate "
+             "| plain PyTorch fp32 ms/iter | charrnn / plain |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["training"]:
+        label = r["precision"] + (" (auto)" if r.get("auto") else "")
         if "error" in r:
-            lines.append(f"| {r['layers']} x {r['rnn_size']} | | {r['precision']} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {r['layers']} x {r['rnn_size']} | | {label} | failed: {r['error']} | | | | | |")
             continue
-        bf16 = f"{r['pct_bf16_peak']:.0f}%" if r["pct_bf16_peak"] is not None else "n/a"
-        lines.append(f"| {r['layers']} x {r['rnn_size']} | {r['batch']} | {r['precision']} | {r['ms_per_iter']:.1f} "
-                     f"| {r['chars_per_s'] / 1000:.1f} k | {r['gflops']:.1f} | {r['pct_fp32_peak']:.0f}% | {bf16} "
+        pct = r["pct_bf16_peak"] if r["precision"] == "bf16" and r["pct_bf16_peak"] is not None else r["pct_fp32_peak"]
+        lines.append(f"| {r['layers']} x {r['rnn_size']} | {r['batch']} | {label} | {r['ms_per_iter']:.1f} "
+                     f"| {r['chars_per_s'] / 1000:.1f} k | {r['gflops']:.0f} | {pct:.0f}% "
                      f"| {r['plain_ms_per_iter']:.1f} | {r['speedup_vs_plain']:.2f}x |")
     if "sampling" in result:
         s = result["sampling"]
@@ -300,23 +303,31 @@ def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = No
     device = select_device(gpu)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    native = native_bf16(device)
+    auto = "fp32" if resolve_precision("auto", device) is None else "bf16"
     peaks = {"fp32": matmul_gflops(torch.float32, device),
-             "bf16": matmul_gflops(torch.bfloat16, device, n=512 if device.type == "cpu" else 2048)}
-    native_bf16 = resolve_precision("auto", device) is not None
-    peaks["bf16_native"] = native_bf16
-    precisions = ["fp32", "bf16"] if native_bf16 else ["fp32"]
+             "bf16": matmul_gflops(torch.bfloat16, device, n=2048 if native or device.type != "cpu" else 512),
+             "bf16_native": native, "auto": auto}
+    precisions = ["fp32", "bf16"] if native else ["fp32"]
     grid = [(2, 128), (2, 512)] if quick else [(l, h) for l in (1, 2, 3) for h in (64, 128, 256, 512)]
     iters, warmup = (5, 2) if quick else (15, 3)
-    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
+    cpu = cpu_info()
+    result = {"cpu": cpu.model, "cpu_features": sorted(cpu.features), "cpu_description": cpu.describe(),
+              "threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d"), "quick": quick, "peaks": peaks,
-              "native_bf16": native_bf16, "training": []}
+              "native_bf16": native, "auto_precision": auto, "training": []}
+    log(machine_line(result))
     for batch in batch_sizes:
         log(f"training grid, batch {batch} ({len(grid)} sizes x {precisions}) ...")
         result["training"] += bench_training(grid, device, precisions, iters, warmup, peaks, batch)
     peaks["fp32"] = max(peaks["fp32"], matmul_gflops(torch.float32, device))  # the best seen in the run
+    if native:
+        peaks["bf16"] = max(peaks["bf16"], matmul_gflops(torch.bfloat16, device))
     for row in result["training"]:
         if "gflops" in row:
             row["pct_fp32_peak"] = 100 * row["gflops"] / peaks["fp32"]
+            if native:
+                row["pct_bf16_peak"] = 100 * row["gflops"] / peaks["bf16"]
     if device.type == "cpu":
         log("sampling ...")
         result["sampling"] = bench_sampling(1.0 if quick else 3.0)

@@ -252,13 +252,12 @@ def eval_command(checkpoint, input_h5, input_json, split, batch_size, seq_length
 @cli.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--output", "-o", required=True, help="Checkpoint name: writes <name>_<iteration>.pt and .json.")
-def convert(checkpoint, output) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing <name>_<iteration>.pt and .json.")
+def convert(checkpoint, output, overwrite) -> None:
     """Convert a torch-rnn .t7 checkpoint into a native charrnn checkpoint."""
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import convert_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
-    history = {"opt": ckpt.info.get("opt", {}), **{k: v for k, v in ckpt.info.items() if k != "opt"}}
-    path = save_checkpoint(output, ckpt.iteration, ckpt.build_model(), ckpt.vocab, history)
+    path = convert_checkpoint(checkpoint, output, overwrite=overwrite)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
-from .data import load_splits, make_batches
+from .data import open_batches, split_sizes
 from .device import select_device
-from .errors import CharRNNError
+from .errors import CharRNNError, CorruptFile, InvalidInput
+
+MAX_BATCH_TOKENS = 1 << 22  # N x T of one evaluation batch
 from .training import evaluate
 from .vocab import Vocabulary
 
@@ -37,17 +39,31 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
     """
     ckpt = load_checkpoint(checkpoint)
     opt = (ckpt.train_state.get("config") or ckpt.info.get("opt") or {})
+    opt = opt if isinstance(opt, dict) else {}
     input_h5 = input_h5 or opt.get("input_h5")
-    if not input_h5:
+    if not input_h5 or not isinstance(input_h5, str):
         raise CharRNNError("--input-h5 is required: the checkpoint does not record its data file")
     if input_json and Vocabulary.load(input_json) != ckpt.vocab:
         raise CharRNNError(f"{input_json} is not the vocabulary {ckpt.path} was trained with")
-    batch_size = batch_size or int(opt.get("batch_size") or 50)
-    seq_length = seq_length or int(opt.get("seq_length") or 50)
+    batch_size = batch_size or _stored_size(ckpt.path, opt, "batch_size")
+    seq_length = seq_length or _stored_size(ckpt.path, opt, "seq_length")
+    if batch_size * seq_length > MAX_BATCH_TOKENS:
+        raise InvalidInput("batch_size", f"x --seq-length = {batch_size * seq_length:,} tokens per batch is more "
+                                         f"than {MAX_BATCH_TOKENS:,}; choose smaller ones")
     device = select_device(gpu, gpu_backend)
-    ids = load_splits(input_h5, ckpt.vocab, (split,))[split]
-    batches = make_batches(ids, batch_size, seq_length, split)
+    batches = open_batches(input_h5, split, ckpt.vocab, batch_size, seq_length)
     if batches is None:
-        raise CharRNNError(f"the {split} split has only {len(ids)} tokens: too few for one sequence of {seq_length}")
-    loss = evaluate(ckpt.build_model(device), batches, device)
+        num = split_sizes(input_h5, (split,))[split]
+        raise CharRNNError(f"the {split} split has only {num} tokens: too few for one sequence of {seq_length}")
+    with batches:
+        loss = evaluate(ckpt.build_model(device), batches, device)
     return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length)
+
+
+def _stored_size(path: Path, opt: dict, name: str, default: int = 50) -> int:
+    """A batch size or sequence length recorded in a checkpoint's options (checked: it comes from the file)."""
+    value = opt.get(name) or default
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_BATCH_TOKENS:
+        raise CorruptFile(path, f"the recorded {name} {value!r:.40} is not a whole number in 1..{MAX_BATCH_TOKENS}; "
+                                f"pass --{name.replace('_', '-')}")
+    return value

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_splits, make_batches
+from .data import open_batches
 from .device import select_device
 from .errors import InvalidInput
 from .fileio import atomic_write
 from .options import LRFindOptions, TrainConfig
 from .plot import smooth
+from .precision import resolve_precision
 from .step import build_model, build_optimizer, set_learning_rate, train_step
-from .training import resolve_precision
 from .vocab import Vocabulary
 
 
@@ -43,8 +43,7 @@ def lr_find(config: TrainConfig, start_lr: float = LRFindOptions.start_lr, end_l
     config.validate()
     device = select_device(config.gpu, config.gpu_backend)
     vocab = Vocabulary.load(config.input_json)
-    batches = make_batches(load_splits(config.input_h5, vocab, ("train",))["train"], config.batch_size,
-                           config.seq_length, "train")
+    batches = open_batches(config.input_h5, "train", vocab, config.batch_size, config.seq_length, config.stream_data)
     if batches is None:
         raise InvalidInput("seq_length", "is too long: the train split is too short for one sequence")
     torch.manual_seed(config.seed)
@@ -53,18 +52,19 @@ def lr_find(config: TrainConfig, start_lr: float = LRFindOptions.start_lr, end_l
     dtype = resolve_precision(config.precision, device)
     gamma = (end_lr / start_lr) ** (1 / (num_iters - 1))
     result, best, state = LRFindResult(), math.inf, None
-    for i in range(num_iters):
-        lr = start_lr * gamma ** i
-        set_learning_rate(optimizer, lr)
-        x, y = (torch.from_numpy(a).to(device) for a in batches.batch(i % batches.num_batches))
-        step = train_step(model, optimizer, x, y, state, config.grad_clip, dtype)
-        state = step.state
-        result.learning_rates.append(lr)
-        result.losses.append(step.loss)
-        smoothed = smooth(np.asarray(result.losses), 5)[-1]
-        best = min(best, smoothed)
-        if not math.isfinite(step.loss) or smoothed > stop_factor * best:
-            break
+    with batches:
+        for i in range(num_iters):
+            lr = start_lr * gamma ** i
+            set_learning_rate(optimizer, lr)
+            x, y = (torch.from_numpy(a).to(device) for a in batches.batch(i % batches.num_batches))
+            step = train_step(model, optimizer, x, y, state, config.grad_clip, dtype)
+            state = step.state
+            result.learning_rates.append(lr)
+            result.losses.append(step.loss)
+            smoothed = smooth(np.asarray(result.losses), 5)[-1]
+            best = min(best, smoothed)
+            if not math.isfinite(step.loss) or smoothed > stop_factor * best:
+                break
     result.smoothed = smooth(np.asarray(result.losses), 5).tolist()
     if len(result.smoothed) >= 5:
         logs = np.log10(result.learning_rates)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import INIT_SCHEMES, MODEL_TYPES, ModelConfig  # noqa: F401  (re-exported: charrnn.model.ModelConfig)
+from .precision import BF16LSTMLayer, bf16_lstm_active
 
 CELLS = dict(zip(MODEL_TYPES, (nn.LSTM, nn.GRU, nn.RNN)))
 
@@ -80,7 +81,10 @@ class CharRNN(nn.Module):
 
         With ``targets``, returns the mean cross-entropy over all N*T positions instead of the
         scores (so that DistributedDataParallel, which wraps ``forward``, sees the loss).
+        Under CPU bf16 autocast an LSTM takes the fused bf16 path (:meth:`_forward_bf16`).
         """
+        if self.norms is None and self.config.model_type == "lstm" and bf16_lstm_active(x.device):
+            return self._forward_bf16(x, state, targets)
         h = self.embed(x)
         if self.norms is None:
             h, s = self.rnns[0](h, _unpack(state))
@@ -98,6 +102,31 @@ class CharRNN(nn.Module):
         if targets is None:
             return scores, new_state
         return nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]).float(), targets.reshape(-1)), new_state
+
+    def _forward_bf16(self, x: torch.Tensor, state: State | None, targets: torch.Tensor | None):
+        """The same model, time-major, with oneDNN's bf16 LSTM layers and a bf16 output layer.
+
+        fp32 master weights, each cast once per call; the embedding and the loss stay fp32.
+        """
+        rnn, L, H = self.rnns[0], self.config.num_layers, self.config.rnn_size
+        with torch.autocast("cpu", enabled=False):
+            h = self.embed(x.t())  # (T, N, D)
+            if state is None:
+                state = (h.new_zeros(L, x.shape[0], H),) * 2
+            finals = []
+            for layer in range(L):
+                if layer > 0:
+                    h = nn.functional.dropout(h, rnn.dropout, self.training)
+                weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                h, hy, cy = BF16LSTMLayer.apply(h, state[0][layer], state[1][layer], *weights, torch.is_grad_enabled())
+                finals.append((hy, cy))
+            h = self.drop(h)
+            scores = nn.functional.linear(h, self.head.weight.to(torch.bfloat16), self.head.bias.to(torch.bfloat16))
+            new_state = tuple(torch.stack(parts) for parts in zip(*finals))
+            if targets is None:
+                return scores.transpose(0, 1), new_state
+            loss = nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]).float(), targets.t().reshape(-1))
+        return loss, new_state
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Mean cross-entropy over all N*T positions, and the state after the batch."""

@@ -9,13 +9,12 @@ preset and a resumed run's saved configuration, for both front ends.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
-from .errors import CharRNNError, InvalidInput
+from .errors import InvalidInput
 from .schedules import SCHEDULES
 
 
@@ -115,7 +114,8 @@ class TrainConfig:
     memory_benchmark: bool = option(False, "1 = record memory use every iteration.", kind="01")
     gpu: int | None = option(None, GPU_HELP)
     gpu_backend: str = option("cuda", "GPU backend.", choices=BACKENDS)
-    precision: str = option("fp32", "Autocast precision; weights stay fp32.", choices=PRECISIONS)
+    precision: str = option("auto", "auto: bf16 where the hardware has it natively (AMX, AVX512-BF16, CUDA 8.0+), "
+                                    "else fp32; weights stay fp32.", choices=PRECISIONS)
     seed: int = option(123, "Random seed: identical runs give identical losses on the CPU.")
     max_loss_factor: float = option(3.0, "Stop when the loss exceeds this multiple of its first value; 0 disables.",
                                     range=NON_NEGATIVE)
@@ -219,16 +219,14 @@ def resolve_train_config(explicit: dict[str, Any], preset: str | None = None,
 
 
 def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_options, checkpoint_stem, load_checkpoint
 
     source = load_checkpoint(explicit["resume"])
     saved = source.train_state.get("config") if source.train_state else None
     if not saved:
-        raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
-    if not isinstance(saved, dict):
-        raise CharRNNError(f"{source.path}: the stored training configuration is not a table")
-    known = {f.name for f in fields(TrainConfig)} - set(OUTPUT_PATHS) - set(INPUT_PATHS)
-    options = {k: v for k, v in saved.items() if k in known}
+        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
+    saved = check_options(source.path, saved, TrainConfig)  # known options, each of its type
+    options = {k: v for k, v in saved.items() if k not in OUTPUT_PATHS + INPUT_PATHS}
     for name in INPUT_PATHS:
         stored = saved.get(name)
         if name in explicit or not isinstance(stored, str) or not stored:
@@ -243,8 +241,3 @@ def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> di
     options.update(resume=str(source.path), init_from=None, overwrite=False,
                    checkpoint_name=checkpoint_stem(source.path))
     return options
-
-
-def checkpoint_stem(path: str | Path) -> str:
-    """``cv/checkpoint_1000.pt`` -> ``cv/checkpoint``."""
-    return re.sub(r"_\d+$", "", str(Path(path).with_suffix("")))

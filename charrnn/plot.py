@@ -6,16 +6,14 @@ matplotlib is an optional extra (``pip install 'charrnn[plot]'``), imported only
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .checkpoint.names import CheckpointName, newest_checkpoint
 from .errors import CharRNNError
 from .fileio import atomic_path
-
-_ITER_JSON = re.compile(r"_(\d+)\.json$")
 
 
 @dataclass
@@ -37,14 +35,14 @@ def load_run(path: str | Path) -> Run:
     """A run from a checkpoint's ``.json`` (or ``.pt``/``.t7`` beside one) or a directory (newest)."""
     p = Path(path)
     if p.is_dir():
-        found = [(int(m.group(1)), q) for q in p.glob("*.json") if (m := _ITER_JSON.search(q.name))]
-        if not found:
+        newest = newest_checkpoint(p, (".json",))
+        if newest is None:
             raise CharRNNError(f"no checkpoint JSON (*_<iteration>.json) in {p}")
-        p = max(found)[1]
-        name = f"{path}"
+        p, name = newest, f"{path}"
     else:
         p = p.with_suffix(".json")
-        name = re.sub(r"_\d+$", "", p.stem)
+        parsed = CheckpointName.parse(p)
+        name = Path(parsed.stem).name if parsed else p.stem
     if not p.exists():
         raise CharRNNError(f"run not found: {p}")
     try:

@@ -7,13 +7,13 @@ benchmark's ms/iteration) comes from the same arithmetic as ``charrnn train``.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from .config import ModelConfig
 from .model import CharRNN, State, detach_state
+from .precision import autocast
 
 
 def build_model(config: ModelConfig, device: torch.device | str = "cpu", weight_init: str = "torch-rnn",
@@ -34,11 +34,6 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, device: torch.
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed precision on ``device`` (a no-op for plain fp32, ``dtype`` None)."""
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass

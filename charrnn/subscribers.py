@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import existing_checkpoints
 from .device import describe
-from .errors import CharRNNError
+from .errors import CharRNNError, Unsupported
 from .progress import LOG2E, Progress
 
 
@@ -164,7 +164,7 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise CharRNNError("--tensorboard needs the tensorboard package: pip install 'charrnn[tensorboard]'") from None
+            raise Unsupported("--tensorboard needs the tensorboard package: pip install 'charrnn[tensorboard]'") from None
         self.writer = SummaryWriter(run.config.tensorboard)
 
     def on_step(self, step) -> None:

@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from . import distributed
-from .checkpoint import Checkpoint, existing_checkpoints, load_checkpoint, remove_stale_temporaries, save_checkpoint
-from .data import LazyStreams, load_splits, make_batches, split_sizes
+from .checkpoint import (Checkpoint, checkpoint_stem, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
+                         save_checkpoint)
+from .data import BatchSource, InMemoryBatches, open_batches, split_sizes
 from .device import describe, select_device
-from .errors import CharRNNError, Diverged, InvalidInput
+from .errors import CharRNNError, Diverged, InvalidInput, Unsupported
 from .model import CharRNN, parameter_groups
-from .options import TrainConfig, checkpoint_stem, resolve_train_config  # noqa: F401  (re-exported)
-from .config import PRECISIONS  # noqa: F401  (re-exported)
+from .options import TrainConfig, resolve_train_config  # noqa: F401  (re-exported)
+from .precision import PRECISIONS, describe_precision, resolve_precision  # noqa: F401  (re-exported)
 from .schedules import learning_rate
 from .step import build_model, build_optimizer, evaluate, set_learning_rate, train_step  # noqa: F401
 from .vocab import Vocabulary
-
-LAZY_TOKENS = 8_000_000  # splits longer than this are streamed from the HDF5 file, not loaded whole
-
 
 @dataclass
 class History:
@@ -59,28 +57,6 @@ class TrainResult:
         return self.history.val_loss_history[-1] if self.history.val_loss_history else None
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--precision`` on ``device`` (None = plain fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_native_bf16():
-            return torch.bfloat16
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _cpu_has_native_bf16() -> bool:
-    check = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and (check is None or "AVX512" in check())
-
-
 # -- the ready run ---------------------------------------------------------------------------------
 @dataclass
 class Control:
@@ -101,8 +77,8 @@ class Run:
     world: distributed.World
     device: torch.device
     vocab: Vocabulary
-    train_batches: object  # StreamBatches or LazyStreams (this rank's streams)
-    val_batches: object | None
+    train_batches: BatchSource  # this rank's streams
+    val_batches: BatchSource | None
     val_shared: bool  # the val streams are split across ranks (their losses are averaged)
     model: CharRNN
     net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
@@ -180,7 +156,7 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     if run.start >= run.total:
         raise CharRNNError(f"nothing to do: the checkpoint is at iteration {run.start} and the run ends at "
                            f"{run.total} (raise --max-epochs or --max-iters)")
-    if not isinstance(train, LazyStreams):  # a small split lives on the device whole
+    if isinstance(train, InMemoryBatches):  # a small split lives on the device whole
         run._on_device = (torch.from_numpy(train.inputs).to(device), torch.from_numpy(train.targets).to(device))
     return run
 
@@ -209,17 +185,10 @@ def _device(cfg: TrainConfig, world: distributed.World) -> torch.device:
 def _load_data(cfg: TrainConfig, vocab: Vocabulary, world: distributed.World, log):
     """Train and val batches for this rank: in memory, or streamed from the file when large."""
     sizes = split_sizes(cfg.input_h5, ("train", "val"))
-    lazy = {name: cfg.stream_data if cfg.stream_data is not None else n > LAZY_TOKENS for name, n in sizes.items()}
-    loaded = load_splits(cfg.input_h5, vocab, [n for n in sizes if not lazy[n]])
     streams = cfg.batch_size * world.size
 
-    def batches(name: str):
-        if not lazy[name]:
-            return make_batches(loaded[name], streams, cfg.seq_length, name, log)
-        try:
-            return LazyStreams(cfg.input_h5, name, len(vocab), streams, cfg.seq_length, log=log)
-        except CharRNNError:
-            return None
+    def batches(name: str) -> BatchSource | None:
+        return open_batches(cfg.input_h5, name, vocab, streams, cfg.seq_length, cfg.stream_data, log)
 
     train = batches("train")
     if train is None:
@@ -227,7 +196,8 @@ def _load_data(cfg: TrainConfig, vocab: Vocabulary, world: distributed.World, lo
                                          "for one sequence; use a longer corpus or a smaller --seq-length")
     if world.distributed:
         if train.batch_size != streams:
-            raise CharRNNError(f"the train split is too short for {streams} streams across {world.size} ranks")
+            raise InvalidInput("batch_size", f"{cfg.batch_size} is too large: the train split is too short for "
+                                             f"{streams} streams across {world.size} ranks")
         train = train.share(world.rows(cfg.batch_size))
     val, val_shared = batches("val"), False
     if val is None:
@@ -242,16 +212,17 @@ def _source_checkpoint(cfg: TrainConfig, vocab: Vocabulary) -> Checkpoint | None
         return None
     source = load_checkpoint(cfg.resume or cfg.init_from)
     if source.vocab != vocab:
-        raise CharRNNError(f"{source.path} was trained with a different vocabulary than {cfg.input_json}")
+        raise InvalidInput("input_json", f"{cfg.input_json} is a different vocabulary than the one {source.path} "
+                                         "was trained with")
     if cfg.resume and not source.train_state:
-        raise CharRNNError(f"{source.path} holds no training state to resume; use --init-from instead")
+        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
     return source
 
 
 def _restore(run: Run, source: Checkpoint) -> None:
     ts = source.train_state
     run.optimizer.load_state_dict(ts["optimizer"])
-    run.history = History(**ts["history"])
+    run.history = History(**{k: v for k, v in ts["history"].items() if k in {f.name for f in fields(History)}})
     run.start, run.lr = source.iteration, float(ts["learning_rate"])
     state = tuple(t.to(run.device) for t in ts["state"]) if ts.get("state") else None
     streams = run.train_batches.batch_size * run.world.size
@@ -355,8 +326,13 @@ class Trainer:
         except Diverged as exc:
             events.emit("end", exc.iteration, "diverged")
             raise
+        except torch.OutOfMemoryError:
+            raise Unsupported(f"out of memory on {describe(run.device)} (try a smaller --batch-size or --rnn-size)") from None
         finally:
             events.close()
+            for batches in (run.train_batches, run.val_batches):
+                if batches is not None:
+                    batches.close()
             distributed.shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -405,9 +381,9 @@ class Trainer:
 
     def _describe(self, run: Run) -> None:
         m, cfg = run.model.config, run.config
-        precision = f", {str(run.autocast_dtype).replace('torch.', '')} autocast" if run.autocast_dtype else ""
-        self._log(f"training {m.model_type} {m.num_layers}x{m.rnn_size} "
-                  f"({sum(p.numel() for p in run.model.parameters()):,} parameters) on {describe(run.device)}{precision}")
+        precision = describe_precision(cfg.precision, run.autocast_dtype, run.device)
+        self._log(f"training {m.model_type} {m.num_layers}x{m.rnn_size} ({sum(p.numel() for p in run.model.parameters()):,}"
+                  f" parameters) on {describe(run.device)}, precision {precision}")
         self._log(f"{run.num_train} batches of {run.train_batches.batch_size}x{cfg.seq_length} per epoch; "
                   f"iterations {run.start + 1}..{run.total}")
 

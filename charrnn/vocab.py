@@ -14,10 +14,35 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CharRNNError
+from .errors import CharRNNError, CorruptFile
 from .fileio import atomic_write, check_readable_file
 
 _BYTE_NAME = re.compile(r"^\[(\d{1,3})\]$")
+_ID = re.compile(r"^[1-9][0-9]{0,6}$")
+MAX_TOKENS = 0x110000  # every Unicode code point
+MAX_JSON_BYTES = 64 << 20
+_SURROGATES = range(0xD800, 0xE000)
+FIRST_ID = 1  # torch-rnn's HDF5 and JSON files count tokens from 1; PyTorch's embedding from 0
+
+
+def to_model_ids(file_ids) -> np.ndarray:
+    """The model's 0-based ids (int64) for torch-rnn's 1-based file ids: the one place the shift lives."""
+    return np.asarray(file_ids, dtype=np.int64) - FIRST_ID
+
+
+def to_file_ids(model_ids) -> np.ndarray:
+    """torch-rnn's 1-based file ids (int64) for the model's 0-based ids."""
+    return np.asarray(model_ids, dtype=np.int64) + FIRST_ID
+
+
+def _small_int(text: str) -> int:
+    if len(text.lstrip("-")) > 18:
+        raise ValueError(f"number with {len(text)} digits")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @dataclass(frozen=True)
@@ -33,6 +58,12 @@ class Vocabulary:
     _values: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        top = 255 if self.byte_mode else 0x10FFFF
+        if len(self.tokens) > MAX_TOKENS or not all(type(t) is int and 0 <= t <= top for t in self.tokens):
+            raise CharRNNError(f"vocabulary tokens must be {'byte values' if self.byte_mode else 'code points'} "
+                               f"in 0..{top}")
+        if not self.byte_mode and any(t in _SURROGATES for t in self.tokens):
+            raise CharRNNError("vocabulary holds a lone surrogate, which is not a character")
         if len(set(self.tokens)) != len(self.tokens):
             raise CharRNNError("vocabulary has duplicate tokens")
         size = max(256, max(self.tokens, default=0) + 1)
@@ -64,47 +95,61 @@ class Vocabulary:
 
     @classmethod
     def from_json_dict(cls, data: object, source: str = "vocabulary") -> "Vocabulary":
+        """A vocabulary from torch-rnn's JSON object, every field checked (ids exactly 1..V)."""
         if not isinstance(data, dict) or "idx_to_token" not in data:
-            raise CharRNNError(f"{source}: not a torch-rnn vocabulary (no 'idx_to_token' key)")
+            raise CorruptFile(source, "not a torch-rnn vocabulary (no 'idx_to_token' key)")
         idx_to_token = data["idx_to_token"]
         if not isinstance(idx_to_token, dict) or not idx_to_token:
-            raise CharRNNError(f"{source}: 'idx_to_token' must be a non-empty object")
-        try:
-            ids = sorted(int(k) for k in idx_to_token)
-        except (TypeError, ValueError):
-            raise CharRNNError(f"{source}: 'idx_to_token' keys must be integers") from None
-        if ids != list(range(1, len(ids) + 1)):
-            raise CharRNNError(f"{source}: token ids must run from 1 to {len(ids)} without gaps")
+            raise CorruptFile(source, "'idx_to_token' must be a non-empty object")
+        if len(idx_to_token) > MAX_TOKENS:
+            raise CorruptFile(source, f"'idx_to_token' holds more than {MAX_TOKENS:,} tokens")
+        if not all(isinstance(k, str) and _ID.match(k) for k in idx_to_token):
+            raise CorruptFile(source, "'idx_to_token' keys must be integers from 1")
         by_id = {int(k): v for k, v in idx_to_token.items()}
-        names = [by_id[i] for i in ids]
+        if len(by_id) != len(idx_to_token) or sorted(by_id) != list(range(1, len(by_id) + 1)):
+            raise CorruptFile(source, f"token ids must run from 1 to {len(by_id)} without gaps")
+        names = [by_id[i] for i in range(1, len(by_id) + 1)]
         if not all(isinstance(n, str) for n in names):
-            raise CharRNNError(f"{source}: every token must be a string")
+            raise CorruptFile(source, "every token must be a string")
         byte_mode = any(len(n) > 1 for n in names)
         tokens = []
         for name in names:
             if len(name) == 1:
                 if byte_mode and ord(name) > 127:
-                    raise CharRNNError(f"{source}: mixes byte tokens with the character {name!r}")
+                    raise CorruptFile(source, f"mixes byte tokens with the character {name!r}")
+                if ord(name) in _SURROGATES:
+                    raise CorruptFile(source, f"token {name!r} is a lone surrogate, not a character")
                 tokens.append(ord(name))
                 continue
-            m = _BYTE_NAME.match(name)
-            if not m or not 127 < int(m.group(1)) < 256:
-                raise CharRNNError(f"{source}: token {name!r} is neither one character nor a byte name like '[200]'")
+            m = _BYTE_NAME.match(name[:8])
+            if len(name) > 5 or not m or not 127 < int(m.group(1)) < 256:
+                raise CorruptFile(source, f"token {name[:20]!r} is neither one character nor a byte name like '[200]'")
             tokens.append(int(m.group(1)))
         token_to_idx = data.get("token_to_idx")
         if token_to_idx is not None:
             expected = {n: i for i, n in enumerate(names, 1)}
-            if not isinstance(token_to_idx, dict) or {k: int(v) for k, v in token_to_idx.items()} != expected:
-                raise CharRNNError(f"{source}: 'token_to_idx' does not match 'idx_to_token'")
-        return cls(tuple(tokens), byte_mode)
+            if not isinstance(token_to_idx, dict) or token_to_idx != expected or \
+                    not all(type(v) is int for v in token_to_idx.values()):
+                raise CorruptFile(source, "'token_to_idx' does not match 'idx_to_token'")
+        try:
+            return cls(tuple(tokens), byte_mode)
+        except CorruptFile:
+            raise
+        except CharRNNError as exc:
+            raise CorruptFile(source, str(exc)) from None
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
+        """Read a torch-rnn JSON vocabulary; bounded size, depth and numbers (it may come from a stranger)."""
         path = check_readable_file(path, "vocabulary JSON")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CorruptFile(path, f"larger than {MAX_JSON_BYTES >> 20} MB: not a vocabulary")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CharRNNError(f"{path}: not valid JSON ({exc})") from None
+            data = json.loads(path.read_text(encoding="utf-8"), parse_int=_small_int, parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise CorruptFile(path, f"not valid JSON ({str(exc)[:160]})") from None
+        except RecursionError:
+            raise CorruptFile(path, "not valid JSON (nested too deeply)") from None
         return cls.from_json_dict(data, str(path))
 
     def save(self, path: str | Path) -> None:

@@ -42,9 +42,10 @@ def test_bench_quick(cli, tmp_path):
         assert r["chars_per_s"] == pytest.approx(r["batch"] * 50 / seconds)
         assert r["speedup_vs_plain"] == pytest.approx(r["plain_ms_per_iter"] / r["ms_per_iter"])
         assert r["pct_fp32_peak"] == pytest.approx(100 * r["gflops"] / data["peaks"]["fp32"])
-        assert 0 < r["pct_fp32_peak"] < 100  # the matmul peak bounds what a training step attains
-        assert f"| {r['layers']} x {r['rnn_size']} | {r['batch']} | {r['precision']} | {r['ms_per_iter']:.1f} " \
-               in result.out
+        if r["precision"] == "fp32":
+            assert 0 < r["pct_fp32_peak"] < 100  # the matmul peak bounds what a training step attains
+        assert f"| {r['layers']} x {r['rnn_size']} | {r['batch']} | {r['precision']}" in result.out
+        assert f" | {r['ms_per_iter']:.1f} | {r['chars_per_s'] / 1000:.1f} k |" in result.out
     s = data["sampling"]
     assert s["charrnn_256_streams"] > s["charrnn_1_streams"]  # batching streams is the point of the engine
     p = data["preprocess"]

@@ -66,3 +66,27 @@ def test_torch_rnn_initialisation():
     assert torch.all(lstm.bias_hh_l1 == 0)
     assert lstm.weight_ih_l0.std().item() == pytest.approx(1 / np.sqrt(64 + 128), rel=0.05)
     assert lstm.weight_hh_l1.std().item() == pytest.approx(1 / np.sqrt(128 + 128), rel=0.05)
+
+
+def test_both_batch_sources_follow_one_protocol(dataset):
+    from charrnn import Vocabulary
+    from charrnn.data import BatchSource, InMemoryBatches, StreamedBatches, open_batches
+
+    h5, js = dataset
+    vocab = Vocabulary.load(js)
+    memory = open_batches(h5, "train", vocab, 6, 16, stream=False)
+    streamed = open_batches(h5, "train", vocab, 6, 16, stream=True)
+    assert isinstance(memory, InMemoryBatches) and isinstance(streamed, StreamedBatches)
+    for source in (memory, streamed):
+        assert isinstance(source, BatchSource)
+        assert (source.num_batches, source.batch_size, source.seq_length) == (memory.num_batches, 6, 16)
+        share = source.share(slice(2, 4))
+        assert share is not source and source.batch_size == 6 and share.batch_size == 2  # share never mutates
+        x, y = source.batch(source.num_batches - 1)
+        assert x.dtype == np.int64 and x.shape == (6, 16) and x.min() >= 0  # 0-based ids
+        assert np.array_equal(share.batch(1)[0], source.batch(1)[0][2:4])
+        with share:
+            pass
+        source.close()
+        source.close()  # closing twice is harmless
+    assert np.array_equal(streamed.batch(3)[1], memory.batch(3)[1])  # a closed stream reopens on demand

@@ -204,6 +204,27 @@ def test_time_budget_ends_on_time_with_a_valid_checkpoint(cli, dataset, tmp_path
     assert lrs[-1] < 0.1 * lrs[len(lrs) // 4]  # the cosine decay was planned to end at the deadline
 
 
+def test_time_budget_plans_the_schedule_to_end_at_the_deadline(dataset, tmp_path, monkeypatch):
+    """With a clock that advances 1 s per iteration, a 30 s budget ends at a planned, predictable iteration."""
+    import itertools
+    import time
+    import types
+
+    from charrnn import subscribers
+
+    clock = itertools.count()
+    monkeypatch.setattr(subscribers, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock)),
+                                                                   time=time.time))
+    result = run(dataset, tmp_path, max_iters=1000, time_budget=30, val_max_batches=3, lr_schedule="cosine",
+                 min_lr=1e-4, checkpoint_every=0)
+    # 1 s per iteration, and a reserve of 3 val batches x 1/3 s + 0.25 s: planned at iteration 5 to end at 28
+    assert result.iterations == 28 and result.checkpoint == tmp_path / "cp_28.pt"
+    lrs = result.history.learning_rate_history
+    assert lrs[-1] == pytest.approx(1e-4)  # the cosine decay reached its floor on the last iteration
+    end = json.loads((tmp_path / "cp.stats.jsonl").read_text().splitlines()[-1])
+    assert end["reason"] == "budget" and end["i"] == 28
+
+
 def test_duration_parsing_and_presets(cli, dataset, tmp_path):
     h5, js = dataset
     assert_one_line_error(cli("train", "--input-h5", h5, "--input-json", js, "--time-budget", "soon"), "duration")

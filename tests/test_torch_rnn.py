@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from charrnn import evaluate, load_checkpoint, load_splits, make_batches, preprocess, sample
-from charrnn.torch_rnn import read_t7
+from charrnn.formats.t7 import read_t7
 
 from .conftest import SHAKESPEARE, SHARED, assert_one_line_error
 

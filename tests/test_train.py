@@ -187,7 +187,9 @@ def test_stats_file_holds_every_event_of_the_run(tiny_train, tmp_path):
     lines = read_stats(tmp_path / "checkpoint.stats.jsonl")
     start, end = lines[0], lines[-1]
     assert start["type"] == "start" and start["iteration"] == 0 and start["config"]["rnn_size"] == 16
-    assert start["model"]["rnn_size"] == 16 and start["precision"] == "fp32"
+    from charrnn.precision import resolve_precision
+    auto = resolve_precision("auto", torch.device("cpu"))  # the default: bf16 where native
+    assert start["model"]["rnn_size"] == 16 and start["precision"] == ("fp32" if auto is None else "bf16")
     model = load_checkpoint(result.checkpoint).build_model()
     assert start["parameters"] == sum(p.numel() for p in model.parameters())
     train_lines = [x for x in lines if x["type"] == "train"]
@@ -294,4 +296,4 @@ def test_hostile_stored_option_values_are_clean_errors(cli, tiny_train, tmp_path
     tiny_train(max_iters=3)
     tamper(tmp_path / "checkpoint_3.pt", batch_size="many")
     assert_one_line_error(cli("train", "--resume", tmp_path / "checkpoint_3.pt", "--max-iters", "4"),
-                          "--batch-size must be an integer")
+                          "checkpoint_3.pt", "batch_size")

@@ -1,0 +1,158 @@
+"""Checkpoint I/O: ``<name>_<i>.pt`` beside ``<name>_<i>.json`` (torch-rnn's keys); load, save, resolve.
+
+The ``.pt`` file holds only tensors and plain values (architecture, vocabulary, weights and,
+for ``--resume``, the optimizer, learning rate, carried hidden state, random state, histories
+and options). Every ``.pt`` is read by charrnn's own torch-free reader (:mod:`charrnn.formats.pt`),
+every ``.t7`` by :mod:`charrnn.formats.t7`; both payloads pass :func:`.schema.validate_payload`
+before anything is built, so a checkpoint can neither run code nor make charrnn build or
+allocate what its file does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..errors import CharRNNError, CorruptFile, InvalidInput, NotFound
+from ..fileio import atomic_path, atomic_write, check_readable_file
+from ..vocab import Vocabulary
+from .names import checkpoint_paths, newest_checkpoint
+from .schema import FORMAT, VERSION, Payload, validate_payload
+
+if TYPE_CHECKING:  # torch is imported only where a function needs it
+    import torch
+
+    from ..model import CharRNN
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, as loaded (tensors as torch tensors)."""
+
+    path: Path
+    model_config: ModelConfig
+    vocab: Vocabulary
+    model_state: dict
+    iteration: int = 0
+    train_state: dict = field(default_factory=dict)  # empty when saved without resume state
+    info: dict = field(default_factory=dict)  # histories and options of an imported torch-rnn checkpoint
+
+    def build_model(self, device: "torch.device | str" = "cpu") -> "CharRNN":
+        """The model with these weights (their keys and shapes were checked when the file was read)."""
+        from ..model import CharRNN
+
+        model = CharRNN(self.model_config)
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as exc:
+            raise CorruptFile(self.path, f"weights do not fit the recorded architecture "
+                                         f"({str(exc).splitlines()[0]})") from None
+        return model.to(device)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file from a ``.pt``/``.t7`` path, its ``.json`` twin, or a directory (its newest)."""
+    p = Path(path)
+    if p.is_dir():
+        newest = newest_checkpoint(p)
+        if newest is None:
+            raise NotFound(f"no checkpoint (*_<iteration>.pt or .t7) in directory {p}")
+        return newest
+    if p.suffix == ".json" and p.with_suffix(".pt").exists():
+        return p.with_suffix(".pt")
+    return check_readable_file(p, "checkpoint")
+
+
+def read_payload(path: str | Path) -> Payload:
+    """A validated checkpoint (``.pt`` or ``.t7``) with NumPy tensors, without importing torch."""
+    path = resolve_checkpoint(path)
+    if path.suffix == ".t7":
+        from ..formats.t7 import torch_rnn_payload
+        data = torch_rnn_payload(path)
+    else:
+        from ..formats.pt import read_pt_data
+        data = read_pt_data(path)
+    return validate_payload(path, data)
+
+
+def read_pt(path: str | Path) -> Payload:
+    """A charrnn ``.pt`` checkpoint, its tensors as NumPy arrays, without torch (see :func:`read_payload`)."""
+    return read_payload(path)
+
+
+def _to_torch(value):
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.require(value, requirements=["W", "C"]))
+    if isinstance(value, dict):
+        return type(value)((k, _to_torch(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_torch(v) for v in value)
+    return value
+
+
+def _check_rng(path: Path, state: dict) -> None:
+    import torch
+
+    if state.get("rng_cpu") is None:
+        return
+    try:
+        torch.Generator().set_state(state["rng_cpu"])
+    except (RuntimeError, TypeError, ValueError):
+        raise CorruptFile(path, "damaged checkpoint: 'train_state.rng_cpu' is not a valid random-generator "
+                                "state") from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint safely (no code runs, nothing unchecked is built); clear errors otherwise."""
+    p = read_payload(path)
+    train_state = _to_torch(p.train_state)
+    _check_rng(resolve_checkpoint(path), train_state)
+    return Checkpoint(resolve_checkpoint(path), p.config, p.vocab, _to_torch(dict(p.model_state)), p.iteration,
+                      train_state, p.info)
+
+
+def save_checkpoint(name: str | Path, iteration: int, model: "CharRNN", vocab: Vocabulary,
+                    history: dict, train_state: dict | None = None) -> Path:
+    """Write ``<name>_<i>.pt`` then ``<name>_<i>.json`` atomically; return the ``.pt`` path."""
+    import torch
+
+    pt_path, json_path = checkpoint_paths(name, iteration)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": model.config.to_dict(),
+        "vocab": {"tokens": list(vocab.tokens), "byte_mode": vocab.byte_mode},
+        "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
+                  for k, v in model.state_dict().items()},
+        "iteration": iteration,
+        "train_state": train_state or {},
+    }
+    with atomic_path(pt_path) as tmp:
+        torch.save(payload, tmp)
+    try:
+        with atomic_write(json_path) as f:
+            json.dump({**history, "i": iteration}, f)
+    except (TypeError, ValueError) as exc:  # a history that JSON cannot hold
+        raise CharRNNError(f"cannot write {json_path}: {exc}") from None
+    return pt_path
+
+
+def convert_checkpoint(source: str | Path, name: str | Path, overwrite: bool = False) -> Path:
+    """Write a checkpoint (a torch-rnn ``.t7``, say) as ``<name>_<iteration>.pt`` and ``.json``.
+
+    The iteration comes from the validated file; existing files are replaced only with ``overwrite``.
+    """
+    ckpt = load_checkpoint(source)
+    targets = checkpoint_paths(name, ckpt.iteration)
+    existing = [p for p in targets if p.exists() or p.is_symlink()]
+    if existing and not overwrite:
+        raise InvalidInput("overwrite", f"is needed to replace the existing {existing[0]} (or choose another output name)")
+    history = {"opt": ckpt.info.get("opt", {}), **{k: v for k, v in ckpt.info.items() if k != "opt"}}
+    return save_checkpoint(name, ckpt.iteration, ckpt.build_model(), ckpt.vocab, history)
