@@ -32,7 +32,7 @@ class LoadedModel:
 def load_model(path: Path) -> LoadedModel:
     """Read a ``.pt`` without torch (NumPy weights) or a torch-rnn ``.t7``."""
     if path.suffix == ".pt":
-        from ..ptreader import read_pt
+        from ..checkpoint import read_pt
 
         p = read_pt(path)
         config, vocab, state, iteration = p.config, p.vocab, p.model_state, p.iteration
