@@ -1,6 +1,6 @@
 """charrnn serve under load: 1, 8 and 64 concurrent streaming clients on loopback, against the batch rate.
 
-    python benchmarks/serve.py [--checkpoint PATH] [--seconds 10] [--clients 1 8 64]
+    python benchmarks/serve.py [--checkpoint PATH] [--seconds 10] [--clients 1 8 64] [--dashboard-iters 200]
 
 For each client count K: K clients stream completions (re-requesting when one ends) for a fixed
 time; we report the aggregate characters/s, the time to the first character of those requests,
@@ -8,6 +8,8 @@ and the ratio to the ``--num-samples K`` batch rate (the same engine stepping K 
 with ``Engine.generate``, no HTTP). With K = 64, probes measure a new request's first character while 63 others stream.
 Without --checkpoint an untrained 2x128 LSTM (the default architecture) is used: speed does not
 depend on the weights. Clients and server share this machine's cores; the CPU is named.
+With --dashboard-iters, also training's chars/s alone and with a dashboard polling its stats
+file (alternating runs, so that the machine's noise falls on both).
 """
 
 from __future__ import annotations
@@ -78,10 +80,11 @@ def batch_rate(checkpoint: Path, streams: int, seconds: float) -> float:
 
 
 class Server:
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path, extra: list[str] = ()) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "--checkpoint", str(checkpoint),
-                                      "--port", "0", "--max-batch", "64"], stdout=subprocess.PIPE, text=True, env=env)
+                                      "--port", "0", "--max-batch", "64", *extra], stdout=subprocess.PIPE, text=True,
+                                     env=env)
         for line in self.proc.stdout:
             m = re.match(r"charrnn serve: (http://\S+?)/?$", line.strip())
             if m:
@@ -155,15 +158,71 @@ async def load(url: str, clients: int, seconds: float, probes: int) -> dict:
             "probe_p90_ms": 1000 * probe_times[int(0.9 * (len(probe_times) - 1))] if probe_times else None}
 
 
+def training_rate(workdir: Path, name: str, iters: int, watch_url: str | None) -> float:
+    """Median chars/s that ``charrnn train`` reports in its stats file, with or without a dashboard polling it."""
+    import threading
+    import urllib.request
+
+    run = workdir / "runs" / name
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--input-h5", str(workdir / "corpus.h5"),
+                             "--input-json", str(workdir / "corpus.json"), "--gpu", "-1", "--max-iters", str(iters),
+                             "--rnn-size", "64", "--batch-size", "16", "--seq-length", "32", "--stats-every", "1",
+                             "--print-every", "0", "--checkpoint-every", "0", "--checkpoint-name", str(run),
+                             "--quiet"], env=env)
+    stop = threading.Event()
+
+    def watch() -> None:  # 8x as often as the page polls, re-reading from the start now and then
+        offset, polls = 0, 0
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(f"{watch_url}/api/run?name=runs/{name}&offset={offset}", timeout=5) as r:
+                    offset = 0 if polls % 20 == 0 else json.load(r)["offset"]
+            except OSError:
+                pass
+            polls += 1
+            stop.wait(0.25)
+
+    watcher = threading.Thread(target=watch, daemon=True) if watch_url else None
+    if watcher:
+        watcher.start()
+    proc.wait()
+    stop.set()
+    rates = [r["chars_per_s"] for r in map(json.loads, (run.parent / (run.name + ".stats.jsonl")).read_text().splitlines())
+             if r.get("type") == "train" and r.get("chars_per_s")]
+    return statistics.median(rates[len(rates) // 5:])  # skip the warm-up
+
+
+def dashboard_overhead(checkpoint: Path, workdir: Path, iters: int, rounds: int) -> tuple[float, float]:
+    """Training chars/s alone and with a dashboard watching, alternating runs to spread the machine's noise."""
+    server = Server(checkpoint, ["--runs", str(workdir / "runs")])
+    try:
+        alone, watched = [], []
+        for k in range(rounds):
+            alone.append(training_rate(workdir, f"alone{k}", iters, None))
+            watched.append(training_rate(workdir, f"watched{k}", iters, server.url))
+    finally:
+        server.stop()
+    return statistics.mean(alone), statistics.mean(watched)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--probes", type=int, default=10)
+    ap.add_argument("--dashboard-iters", type=int, default=0,
+                    help="Also measure training chars/s with and without a dashboard watching (iterations per run).")
+    ap.add_argument("--dashboard-rounds", type=int, default=2)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint or make_checkpoint(Path(tmp))
+        generated = make_checkpoint(Path(tmp))
+        checkpoint = args.checkpoint or generated
+        if args.dashboard_iters:
+            alone, watched = dashboard_overhead(checkpoint, Path(tmp), args.dashboard_iters, args.dashboard_rounds)
+            print(f"training alone: {alone:,.0f} chars/s; with a dashboard polling every 0.25 s: {watched:,.0f} "
+                  f"chars/s ({watched / alone:.2f}x)")
         server = Server(checkpoint)
         try:
             rows = []
