@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine import Engine, SamplingParams
+from ..sampling import StopMatcher
 from .models import LoadedModel
-from .stops import StopMatcher
 
 
 SHUTDOWN = "shutdown"
@@ -324,8 +324,8 @@ class Batcher:
             out += c.matcher.flush()
             event = Event(c.index, out, lps, "length")
         else:
-            event = Event(c.index, out, lps[:len(out)] if not self.byte_mode and c.matcher.held else lps)
-            if c.matcher.held and not self.byte_mode:
+            event = Event(c.index, out, lps[:len(out)] if not self.byte_mode and c.matcher.pending else lps)
+            if c.matcher.pending and not self.byte_mode:
                 c.pending_lp = lps[len(out):]  # held-back characters keep their logprobs for later
         if self.metrics is not None:
             self.metrics.characters(self.name, len(out))
