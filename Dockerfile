@@ -2,6 +2,7 @@
 #
 #   docker build -t charrnn .
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/data:/data" charrnn preprocess --input-txt /data/speeches.txt
+#   docker run -p 8080:8080 -v "$PWD/data:/data" charrnn serve --checkpoint /data/cv --host 0.0.0.0
 #
 # CPU-only PyTorch by default. For NVIDIA GPUs build with
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124
@@ -14,6 +15,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib
 
 # torch first, in its own layer: from a wheel in docker/wheels/ when one is there, else from the index
@@ -27,7 +29,7 @@ RUN if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then \
 WORKDIR /opt/charrnn
 COPY pyproject.toml README.md ./
 COPY charrnn/ charrnn/
-RUN pip install . && rm -rf build *.egg-info
+RUN pip install '.[serve]' && rm -rf build *.egg-info
 
 # an unprivileged user; pass --user "$(id -u):$(id -g)" so files in /data belong to you
 RUN useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin charrnn
@@ -36,5 +38,7 @@ WORKDIR /data
 VOLUME /data
 # exec form: charrnn is PID 1's only child-free process and receives SIGINT/SIGTERM itself,
 # so `docker stop` or Ctrl-C saves a checkpoint before the container exits
+# charrnn serve listens on 8080: docker run -p 8080:8080 ... serve --checkpoint /data/cv --host 0.0.0.0
+EXPOSE 8080
 ENTRYPOINT ["charrnn"]
 CMD ["--help"]

@@ -346,6 +346,29 @@ def demo(output_dir, seconds, corpus_kb, fast) -> None:
     run_demo(output_dir, seconds=3.0 if fast else seconds, corpus_kb=40 if fast else corpus_kb, fast=fast)
 
 
+# -- serve ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--checkpoint", "checkpoints", required=True, multiple=True, type=click.Path(),
+              help="A checkpoint (.pt or .t7), or a directory: its newest, followed as training writes more. Repeatable.")
+@click.option("--runs", multiple=True, type=click.Path(),
+              help="Training runs for the dashboard: checkpoint directories or prefixes (cv/checkpoint). Repeatable.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 = any free port.")
+@click.option("--api-key", envvar="CHARRNN_API_KEY", help="Require 'Authorization: Bearer KEY' on the API [env: CHARRNN_API_KEY].")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser pages from this origin. Repeatable.")
+@click.option("--max-batch", type=POSITIVE_INT, default=64, show_default=True, help="Rows generated together.")
+@click.option("--max-queue", type=NON_NEGATIVE_INT, default=256, show_default=True,
+              help="Requests waiting for a row; beyond it: 429.")
+@click.option("--max-tokens", type=POSITIVE_INT, default=10000, show_default=True, help="Longest completion.")
+@click.option("--max-prompt", type=POSITIVE_INT, default=10000, show_default=True, help="Longest prompt (characters).")
+@click.option("--request-timeout", type=POSITIVE_FLOAT, default=120.0, show_default=True, help="Seconds per request.")
+def serve(checkpoints, runs, host, port, **options) -> None:
+    """A web page, an OpenAI-compatible streaming API and a live training dashboard (needs charrnn[serve])."""
+    from .serve.runner import serve as run
+
+    run(list(checkpoints), list(runs), host, port, **options)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and a non-zero exit."""
     try:

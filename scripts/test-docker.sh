@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Docker image and run the user story (preprocess -> train -> sample) through a
+# Build the Docker image and run the user story (preprocess -> train -> sample -> serve) through a
 # mounted folder, then check on the host that every output exists and belongs to the caller.
 #
 # Works on a machine without Docker Hub: when the base image cannot be pulled, it builds a
@@ -87,10 +87,44 @@ LOGS=$("$DOCKER" logs "$NAME" 2>&1)
 echo "$LOGS" | grep -q "resume with: charrnn train --resume /data/cv/interrupted_" || { echo "$LOGS" | tail -5; exit 1; }
 ls "$DATA"/cv/interrupted_*.pt >/dev/null
 
+say "serve: the README's docker run, then a completion over the published port and a clean stop"
+NAME=charrnn-serve-$$
+"$DOCKER" run -d --name "$NAME" --user "$(id -u):$(id -g)" -p 127.0.0.1::8080 -v "$DATA:/data" "$IMAGE" \
+    serve --checkpoint /data/cv --host 0.0.0.0 >/dev/null
+PORT=$("$DOCKER" port "$NAME" 8080/tcp | head -1 | sed 's/.*://')
+python3 - "$PORT" <<'PY' || { "$DOCKER" logs "$NAME" 2>&1 | tail -20; "$DOCKER" rm -f "$NAME" >/dev/null; exit 1; }
+import json, sys, time, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+for _ in range(120):
+    try:
+        if json.load(urllib.request.urlopen(base + "/health", timeout=2))["status"] == "ok":
+            break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit("the server did not come up")
+post = lambda body: urllib.request.urlopen(urllib.request.Request(
+    base + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}), timeout=60)
+reply = json.load(post({"prompt": "We ", "max_tokens": 50, "seed": 1}))
+assert len(reply["choices"][0]["text"]) == 50, reply
+stream = post({"prompt": "We ", "max_tokens": 50, "seed": 1, "stream": True}).read().decode()
+assert stream.rstrip().endswith("data: [DONE]"), stream[-200:]
+streamed = "".join(c["text"] for line in stream.split("\n\n") if line.startswith("data: {")
+                   for c in json.loads(line[6:])["choices"])
+assert streamed == reply["choices"][0]["text"], (streamed, reply)
+print("served:", repr(streamed))
+PY
+"$DOCKER" stop -t 20 "$NAME" >/dev/null
+CODE=$("$DOCKER" wait "$NAME")
+LOGS=$("$DOCKER" logs "$NAME" 2>&1)
+"$DOCKER" rm "$NAME" >/dev/null
+[ "$CODE" = 0 ] || { echo "expected exit 0 after docker stop, got $CODE"; echo "$LOGS" | tail -5; exit 1; }
+echo "$LOGS" | grep -q "charrnn serve: stopped" || { echo "$LOGS" | tail -5; exit 1; }
+
 for f in speeches.h5 speeches.json cv/checkpoint_5.pt cv/checkpoint_5.json sample.txt; do
     [ -s "$DATA/$f" ] || { echo "missing on the host: $f"; exit 1; }
     owner=$(stat -c %u "$DATA/$f")
     [ "$owner" = "$(id -u)" ] || { echo "$f belongs to uid $owner, not $(id -u)"; exit 1; }
 done
 say "sample: $(head -c 120 "$DATA/sample.txt" | tr '\n' ' ')"
-echo "docker test: 2 passed, 0 failed"
+echo "docker test: 3 passed, 0 failed"
