@@ -56,6 +56,8 @@ def as_api_value(param):
     if isinstance(param.type, click.IntRange) and (param.type.min, param.type.max) == (0, 1):
         return bool(param.default)
     unset = type(param.default).__name__ == "Sentinel"  # click >= 8.3 marks "no default" with a sentinel
+    if getattr(param, "multiple", False) and (unset or param.default is None):
+        return ()  # a repeatable option given no times: an empty tuple
     if unset:
         return False if getattr(param, "is_flag", False) else None
     return param.default
