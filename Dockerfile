@@ -29,7 +29,7 @@ RUN if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then \
 WORKDIR /opt/charrnn
 COPY pyproject.toml README.md ./
 COPY charrnn/ charrnn/
-RUN pip install '.[serve]' && rm -rf build *.egg-info
+RUN pip install '.[serve,fast]' && rm -rf build *.egg-info
 
 # an unprivileged user; pass --user "$(id -u):$(id -g)" so files in /data belong to you
 RUN useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin charrnn
