@@ -132,13 +132,16 @@ def test_openai_client_streamed_and_not(server, trained):
 
 @pytest.mark.slow
 def test_queue_full_and_request_timeout(big):
-    s = LiveServer("--checkpoint", big, "--max-batch", "1", "--max-queue", "1", "--request-timeout", "3")
+    # completions far too long to finish inside the timeout, however fast the machine
+    long = 20_000_000
+    s = LiveServer("--checkpoint", big, "--max-batch", "1", "--max-queue", "1", "--request-timeout", "3",
+                   "--max-tokens", str(long))
     try:
         hold = threading.Event()
         got = {}
 
         def occupy(key):  # a long stream that keeps its row until the timeout
-            got[key] = stream_lines(s.url, {"max_tokens": 10_000}, on_chunk=lambda ev: hold.is_set() and False)
+            got[key] = stream_lines(s.url, {"max_tokens": long}, on_chunk=lambda ev: hold.is_set() and False)
 
         first = threading.Thread(target=occupy, args=("a",))
         first.start()
@@ -156,7 +159,7 @@ def test_queue_full_and_request_timeout(big):
             kinds = [e for _, e in got[key]]
             assert kinds[-1] == "[DONE]" and kinds[-2]["error"]["code"] == "request_timeout", kinds[-3:]
         assert len(text_of(got["a"])) > 0
-        r = httpx.post(s.url + "/v1/completions", json={"max_tokens": 10_000}, timeout=30)
+        r = httpx.post(s.url + "/v1/completions", json={"max_tokens": long}, timeout=30)
         assert r.status_code == 408 and r.json()["error"]["code"] == "request_timeout"
         assert s.metric("charrnn_rejects_total", 'reason="queue_full"') == 1
     finally:
