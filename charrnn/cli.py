@@ -167,6 +167,8 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
     started = time.monotonic()  # a --time-budget counts from here (importing torch included)
     from .training import Trainer
 
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 speaks
+
     config = resolve_train_config(explicit_options(ctx, options), preset, None if quiet else click.echo)
     result = Trainer(config, quiet=quiet, started=started).run(handle_signals=True)
     if result.interrupted_by is not None:

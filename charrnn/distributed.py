@@ -43,6 +43,12 @@ def init(world: World, device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+def barrier(world: World) -> None:
+    """Wait until every rank gets here (so that no rank tears the group down under another's feet)."""
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

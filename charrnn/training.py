@@ -334,7 +334,9 @@ class Trainer:
             events.subscribers = default_subscribers(run, events, self.progress_bar, self.quiet) + self.extra_subscribers
             previous = _install_signal_handlers(self) if handle_signals else {}
             events.emit("start", run)
-            return self._loop(run, events)
+            result = self._loop(run, events)
+            distributed.barrier(run.world)  # rank 0 may still be writing the last checkpoint
+            return result
         except Diverged as exc:
             events.emit("end", exc.iteration, "diverged")
             raise

@@ -21,6 +21,8 @@ MAX_STREAMS = 1 << 20  # rows of a carried hidden state
 OPTIMIZER_GROUPS = 1  # charrnn's Adam has one group over all parameters, in model.parameters() order
 ADAM_FLAGS = ("amsgrad", "maximize", "capturable", "differentiable", "decoupled_weight_decay")
 ADAM_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+ADAM_GROUP_REQUIRED = ("lr", "betas", "eps", "weight_decay")  # torch fills in the flags, not these
+ADAM_STATE_REQUIRED = ("step", "exp_avg", "exp_avg_sq")  # per parameter, once it has taken a step
 
 
 def _optimizer(fail, opt, config: ModelConfig) -> None:
@@ -36,6 +38,9 @@ def _optimizer(fail, opt, config: ModelConfig) -> None:
         at = f"{where}.param_groups[{g}]"
         if not isinstance(group, dict) or not isinstance(group.get("params"), list):
             raise fail(at, "must be a table with a 'params' list")
+        for key in ADAM_GROUP_REQUIRED:
+            if key not in group:
+                raise fail(f"{at}.{key}", "is missing")
         for key, value in group.items():
             _check_group_value(fail, f"{at}.{key}", key, value)
         covered += group["params"]
@@ -51,6 +56,9 @@ def _optimizer(fail, opt, config: ModelConfig) -> None:
         if not isinstance(entry, dict):
             raise fail(at, "must be a table")
         name, shape = params[index]
+        for key in ADAM_STATE_REQUIRED:
+            if key not in entry:
+                raise fail(f"{at}.{key}", "is missing")
         for key, value in entry.items():
             if key == "step":
                 float_array(fail, f"{at}.step", value, ())
