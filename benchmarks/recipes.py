@@ -163,7 +163,7 @@ def write_table(rows: list[dict], path: Path) -> None:
 
 def fit(rows: list[dict]) -> None:
     """For each (corpus, budget, precision, cpu): the winning fixed shape, and which MIN_UPDATES agree."""
-    from charrnn.recipe import MIN_UPDATES
+    from charrnn.training.recipe import MIN_UPDATES
 
     groups: dict = {}
     for r in rows:
@@ -187,7 +187,7 @@ def speeds(precision: str, rounds: int = 3, seconds: float = 4.0) -> None:
     import torch
 
     from charrnn.device import select_device
-    from charrnn.recipe import Shape, _steps_per_second
+    from charrnn.training.recipe import Shape, _steps_per_second
     from charrnn.precision import resolve_precision
 
     device = select_device(-1)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from charrnn.bench import cpu_name, matmul_gflops  # noqa: E402
 from charrnn.config import ModelConfig  # noqa: E402
-from charrnn.engine import Engine, PreparedModel, SamplingParams, choose_backend, numpy_weights  # noqa: E402
+from charrnn.sampling.engine import Engine, PreparedModel, SamplingParams, choose_backend, numpy_weights  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 
 V, D, H = 65, 64, 128
@@ -111,7 +111,7 @@ def main() -> None:
               f"{100 * wall * f / 1e9 / peak:.1f}% | {ratio:.1f}x |")
     if "numba" in backends:
         if args.checkpoint:
-            from charrnn.ptreader import read_pt
+            from charrnn.checkpoint.io import read_pt
             payload = read_pt(args.checkpoint)
             config, prepared = payload.config, PreparedModel(payload.config, payload.model_state)
         print(f"\nnumba vs numpy text: {divergence(prepared, config)}")

@@ -59,7 +59,7 @@ def batch_rate(checkpoint: Path, streams: int, seconds: float) -> float:
     """Characters/s of ``--num-samples streams`` (the engine's batch path, no HTTP): the best of repeated runs."""
     import numpy as np
 
-    from charrnn.engine import Engine, SamplingParams
+    from charrnn.sampling.engine import Engine, SamplingParams
     from charrnn.serve.models import load_model
 
     model = load_model(Path(checkpoint))

@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 
 _API = {
     "preprocess": "preprocessing", "Vocabulary": "vocab", "load_splits": "data", "make_batches": "data",
-    "CharRNN": "model", "ModelConfig": "model", "Trainer": "training", "TrainConfig": "options", "train": "training",
-    "evaluate": "step", "build_model": "step", "build_optimizer": "step", "train_step": "step",
-    "load_checkpoint": "checkpoint", "Sampler": "sampling", "sample": "sampling",
+    "CharRNN": "model", "ModelConfig": "model", "Trainer": "training.loop", "TrainConfig": "training.options",
+    "train": "training.loop", "evaluate": "training.step", "build_model": "training.step",
+    "build_optimizer": "training.step", "train_step": "training.step",
+    "load_checkpoint": "checkpoint", "Sampler": "sampling.sampler", "sample": "sampling.sampler",
     "select_device": "device", "CharRNNError": "errors",
 }
 

@@ -23,7 +23,7 @@ from torch import nn
 from .hardware import cpu_info
 from .model import CharRNN, ModelConfig
 from .precision import native_bf16, resolve_precision
-from .step import build_model, build_optimizer, train_step
+from .training.step import build_model, build_optimizer, train_step
 
 V, D, N, T = 65, 64, 50, 50
 
@@ -141,7 +141,7 @@ def bench_training(grid, device, precisions, iters: int, warmup: int, peaks: dic
 
 def bench_sampling(seconds: float = 2.0) -> dict:
     """chars/s of charrnn's CPU engine (1 and 256 streams, each backend) against a plain PyTorch step loop."""
-    from .engine import Engine, SamplingParams, choose_backend
+    from .sampling.engine import Engine, SamplingParams, choose_backend
 
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(V, "lstm", D, 128, 2)).eval()

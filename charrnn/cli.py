@@ -14,8 +14,8 @@ import click
 from click.core import ParameterSource
 
 from .errors import CharRNNError
-from .options import GPU_HELP, LR_FIND_TRAIN_OPTIONS, LRFindOptions, TrainConfig, resolve_train_config
-from .presets import PRESETS
+from .training.options import GPU_HELP, LR_FIND_TRAIN_OPTIONS, LRFindOptions, TrainConfig, resolve_train_config
+from .training.presets import PRESETS
 
 
 class Duration(click.ParamType):
@@ -49,7 +49,7 @@ def options_of(config_class, names=None, **overrides):
     """Click options for the fields of a config dataclass (all, or ``names`` in that order).
 
     Flag, type, range, choices, default and help all come from the field (see
-    :func:`charrnn.options.option`); ``overrides`` maps a field name to extra click keywords.
+    :func:`charrnn.training.options.option`); ``overrides`` maps a field name to extra click keywords.
     """
     chosen = {f.name: f for f in dataclasses.fields(config_class) if f.metadata.get("cli", True)}
 
@@ -165,7 +165,7 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
         command = torchrun_command(ctx, nproc)
         os.execv(command[0], command)
     started = time.monotonic()  # a --time-budget counts from here (importing torch included)
-    from .training import Trainer
+    from .training.loop import Trainer
 
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 speaks
 
@@ -203,7 +203,7 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
 def sample(checkpoint, length, start_text, sample_flag, temperature, top_k, top_p, stop, seed, gpu, gpu_backend,
            num_samples, output, verbose) -> None:
     """Generate text from a checkpoint, streamed as it is produced."""
-    from .sampling import Sampler
+    from .sampling.sampler import Sampler
 
     start = time.perf_counter()
     sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu, gpu_backend=gpu_backend)

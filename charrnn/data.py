@@ -182,7 +182,6 @@ class InMemoryBatches(_Source):
         return InMemoryBatches(np.ascontiguousarray(self.inputs[:, rows]), np.ascontiguousarray(self.targets[:, rows]))
 
 
-StreamBatches = InMemoryBatches  # the earlier name
 
 
 def make_batches(ids: np.ndarray, batch_size: int, seq_length: int, split: str = "train",
@@ -271,7 +270,6 @@ class StreamedBatches(_Source):
             self._file = None
 
 
-LazyStreams = StreamedBatches  # the earlier name
 
 
 def open_batches(h5_path: str | Path, split: str, vocab: Vocabulary, batch_size: int, seq_length: int,

@@ -39,7 +39,7 @@ def run_demo(output_dir: str | Path = "charrnn-demo", seconds: float = 60.0, cor
              fast: bool = False) -> Path:
     """Build a corpus, preprocess it, train an LSTM for ``seconds``, print two samples."""
     from .preprocessing import preprocess
-    from .sampling import Sampler
+    from .sampling.sampler import Sampler
     from .training import Trainer, TrainConfig
 
     out = Path(output_dir)

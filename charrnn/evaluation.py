@@ -11,7 +11,7 @@ from .data import open_batches, split_sizes
 from .device import select_device
 from .errors import CharRNNError, CorruptFile, InvalidInput
 from .precision import recorded_precision
-from .training import evaluate
+from .training.step import evaluate
 from .vocab import Vocabulary
 
 MAX_BATCH_TOKENS = 1 << 22  # N x T of one evaluation batch

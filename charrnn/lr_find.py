@@ -14,10 +14,10 @@ from .data import open_batches
 from .device import select_device
 from .errors import InvalidInput
 from .fileio import atomic_write
-from .options import LRFindOptions, TrainConfig
+from .training.options import LRFindOptions, TrainConfig
 from .plot import smooth
 from .precision import resolve_precision
-from .step import build_model, build_optimizer, set_learning_rate, train_step
+from .training.step import build_model, build_optimizer, set_learning_rate, train_step
 from .vocab import Vocabulary
 
 

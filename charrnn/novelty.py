@@ -35,7 +35,7 @@ def novelty(sample_ids: np.ndarray, train_ids: np.ndarray, max_n: int = 20) -> l
 def novelty_report(checkpoint: str | Path, input_h5: str | Path | None = None, length: int = 2000,
                    max_n: int = 20, temperature: float = 1.0, seed: int | None = 0, start_text: str = "") -> list[float]:
     """Sample from a checkpoint and measure its novelty against the training split."""
-    from .sampling import Sampler
+    from .sampling.sampler import Sampler
 
     ckpt = load_checkpoint(checkpoint)
     opt = ckpt.train_state.get("config") or ckpt.info.get("opt") or {}

@@ -694,8 +694,8 @@ class Runner:
             sys.path.insert(0, str(ROOT))
             import charrnn.cli  # noqa: F401
             import charrnn.evaluation  # noqa: F401
-            import charrnn.sampling  # noqa: F401
-            import charrnn.training  # noqa: F401
+            import charrnn.sampling.sampler  # noqa: F401
+            import charrnn.training.loop  # noqa: F401
 
     def run(self, args: list[str], timeout: float = TIMEOUT) -> Outcome:
         err_path = self.work / "stderr.txt"

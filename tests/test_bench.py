@@ -10,7 +10,7 @@ def test_bench_times_the_training_step_charrnn_train_runs():
     """The benchmarked step is ``train_step`` on ``build_model``/``build_optimizer``: same losses, same weights."""
     from charrnn.bench import D, T, V, charrnn_step_fn
     from charrnn.config import ModelConfig
-    from charrnn.step import build_model, build_optimizer, train_step
+    from charrnn.training.step import build_model, build_optimizer, train_step
 
     device = torch.device("cpu")
     torch.manual_seed(0)

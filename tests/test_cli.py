@@ -88,9 +88,9 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     from charrnn.evaluation import evaluate_checkpoint
     from charrnn.lr_find import lr_find
     from charrnn.novelty import novelty_report
-    from charrnn.options import TrainConfig, defaults
+    from charrnn.training.options import TrainConfig, defaults
     from charrnn.preprocessing import preprocess
-    from charrnn.sampling import sample
+    from charrnn.sampling.sampler import sample
 
     train_defaults = defaults(TrainConfig)
     assert assert_same_defaults("train", train_defaults) == len(click_params("train")) - 3 - 2  # all but nproc,
@@ -106,8 +106,8 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
 def test_choices_come_from_the_code_that_implements_them():
     from charrnn.config import BACKENDS, INIT_SCHEMES, PRECISIONS
     from charrnn.model import CELLS
-    from charrnn.presets import PRESETS
-    from charrnn.schedules import SCHEDULES
+    from charrnn.training.presets import PRESETS
+    from charrnn.training.schedules import SCHEDULES
 
     for command in ("train", "lr-find"):
         params = click_params(command)
@@ -137,8 +137,8 @@ def test_nproc_relaunches_the_parsed_command_under_torchrun(cli, monkeypatch):
 
 
 def test_api_and_cli_agree_on_presets_and_explicit_options(tmp_path):
-    from charrnn.options import resolve_train_config
-    from charrnn.presets import PRESETS
+    from charrnn.training.options import resolve_train_config
+    from charrnn.training.presets import PRESETS
 
     config = resolve_train_config({"input_h5": "x.h5", "input_json": "x.json", "rnn_size": 8}, "cpu-small")
     assert config.rnn_size == 8 and config.lr_schedule == PRESETS["cpu-small"]["lr_schedule"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charrnn import CharRNN, ModelConfig
-from charrnn.engine import Engine, SamplingParams, numpy_weights, sample_rows, seed_key, uniforms
+from charrnn.sampling.engine import Engine, SamplingParams, numpy_weights, sample_rows, seed_key, uniforms
 from charrnn.errors import CharRNNError, InvalidInput
 
 try:
@@ -77,7 +77,7 @@ def test_backends_give_identical_text(kind, batchnorm):
 
 @needs_numba
 def test_backends_agree_on_a_trained_checkpoint(trained):
-    from charrnn.ptreader import read_pt
+    from charrnn.checkpoint.io import read_pt
 
     payload = read_pt(trained)
     texts = []
@@ -177,7 +177,7 @@ def test_draws_follow_the_tempered_distribution():
 
 @needs_numba
 def test_the_compiled_random_stream_is_the_numpy_one():
-    from charrnn.engine_numba import _uniform
+    from charrnn.sampling.engine_numba import _uniform
 
     keys = np.array([seed_key(s) for s in (0, 1, -1, 2 ** 70, 123456789)], np.uint64)
     for count in (0, 1, 2, 1000, 2 ** 40):
@@ -247,16 +247,16 @@ def test_weights_of_a_model_on_any_device_are_a_copy():
 def test_the_generated_panel_kernels_are_up_to_date():
     from pathlib import Path
 
-    from charrnn import engine_numba
+    from charrnn.sampling import engine_numba
 
-    assert (Path(engine_numba.__file__).parent / "engine_panels.py").read_text() == engine_numba.panel_source()
+    assert (Path(engine_numba.__file__).parent / "panels.py").read_text() == engine_numba.panel_source()
 
 
 @needs_numba
 def test_the_compiled_tanh_is_correctly_rounded_float32():
     from numba import njit
 
-    from charrnn.engine_numba import _tanh
+    from charrnn.sampling.engine_numba import _tanh
 
     @njit
     def tanh_all(x, y):

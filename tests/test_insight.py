@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from charrnn.schedules import learning_rate
+from charrnn.training.schedules import learning_rate
 
 from .conftest import TINY, assert_one_line_error, train_tiny
 
@@ -211,7 +211,7 @@ def test_time_budget_plans_the_schedule_to_end_at_the_deadline(dataset, tmp_path
     import time
     import types
 
-    from charrnn import subscribers
+    from charrnn.training import subscribers
 
     clock = itertools.count()
     monkeypatch.setattr(subscribers, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock)),
@@ -233,7 +233,7 @@ def test_duration_parsing_and_presets(cli, dataset, tmp_path):
                  "--max-iters", "2", "--gpu", "-1", "--checkpoint-name", tmp_path / "p", "--quiet")
     assert result.code == 0, result.err
     info = json.loads((tmp_path / "p_2.json").read_text())["opt"]
-    from charrnn.presets import PRESETS
+    from charrnn.training.presets import PRESETS
     assert info["rnn_size"] == 8  # an explicit flag wins over the preset
     assert info["lr_schedule"] == PRESETS["cpu-small"]["lr_schedule"]
     assert info["num_layers"] == PRESETS["cpu-small"]["num_layers"]

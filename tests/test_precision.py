@@ -15,7 +15,7 @@ from charrnn import load_checkpoint, train
 from charrnn.hardware import ENV_OVERRIDE, cpu_info, parse_flags
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.precision import autocast, bf16_lstm_active, resolve_precision
-from charrnn.training import TrainConfig
+from charrnn.training.options import TrainConfig
 
 from .conftest import TINY_MODEL
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from charrnn.recipe import CANDIDATES, MIN_UPDATES, Shape, choose, dropout_for
+from charrnn.training.recipe import CANDIDATES, MIN_UPDATES, Shape, choose, dropout_for
 
 from .conftest import assert_one_line_error
 
@@ -19,7 +19,7 @@ def one_thread():
     tests time a run, not the first import in this process."""
     import torch
 
-    from charrnn.step import build_optimizer
+    from charrnn.training.step import build_optimizer
     build_optimizer(torch.nn.Linear(1, 1), 1e-3, torch.device("cpu"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -144,7 +144,7 @@ def test_preset_auto_needs_a_budget(cli, dataset, tmp_path):
 def test_calibration_may_train_on_one_thread_and_restores_the_count(cli, dataset, tmp_path, monkeypatch, gain, threads):
     import torch
 
-    from charrnn import recipe
+    from charrnn.training import recipe
     h5, js = dataset
     monkeypatch.setattr(recipe, "ONE_THREAD_GAIN", gain)  # force each choice
     before = torch.get_num_threads()

@@ -57,7 +57,7 @@ def test_unseen_start_character_is_named(cli, trained):
 
 def test_generation_streams_in_pieces(trained, monkeypatch):
     """The first piece is handed out after one chunk of steps, before the rest is computed."""
-    from charrnn.engine import Engine
+    from charrnn.sampling.engine import Engine
 
     steps = []
     real = Engine.generate
@@ -197,7 +197,7 @@ def test_stop_strings_end_the_text_before_them(cli, trained):
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_a_seed_gives_the_same_text_on_each_backend(trained, backend):
     pytest.importorskip(backend)
-    from charrnn.ptreader import read_pt
+    from charrnn.checkpoint.io import read_pt
 
     payload = read_pt(trained)
     sampler = Sampler.from_weights(payload.config, payload.model_state, payload.vocab, backend=backend)
@@ -210,7 +210,7 @@ def test_engine_matches_the_model_and_samples_with_temperature(trained):
     import numpy as np
 
     from charrnn import CharRNN, ModelConfig
-    from charrnn.engine import Engine, SamplingParams
+    from charrnn.sampling.engine import Engine, SamplingParams
 
     for model_type in ("lstm", "gru", "rnn"):
         for batchnorm in (False, True):
@@ -245,7 +245,7 @@ def test_cpu_sampling_of_a_pt_checkpoint_never_imports_torch(trained):
 
 def test_the_torch_decode_loop_gives_the_engines_text(trained, monkeypatch):
     """The GPU path (PyTorch computes the scores) run on the CPU: same seed, same text, same cuts."""
-    from charrnn.engine import Engine
+    from charrnn.sampling.engine import Engine
 
     ckpt = load_checkpoint(trained)
     via_torch = Sampler(ckpt.build_model(), ckpt.vocab, backend="torch")
@@ -263,7 +263,7 @@ def test_the_torch_decode_loop_gives_the_engines_text(trained, monkeypatch):
 def test_torch_free_reader_matches_torch_load(trained):
     import numpy as np
 
-    from charrnn.ptreader import read_pt
+    from charrnn.checkpoint.io import read_pt
 
     payload = read_pt(trained)
     reference = load_checkpoint(trained)
@@ -276,7 +276,7 @@ def test_torch_free_reader_matches_torch_load(trained):
 def test_stop_matcher_cuts_at_the_first_stop_whatever_the_pieces():
     import random
 
-    from charrnn.sampling import StopMatcher
+    from charrnn.sampling.sampler import StopMatcher
 
     rng = random.Random(0)
     for _ in range(300):

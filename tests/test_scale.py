@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from charrnn import Vocabulary, load_splits, make_batches, preprocess, train
-from charrnn.data import LazyStreams
+from charrnn.data import StreamedBatches
 
 from .conftest import assert_one_line_error
 
@@ -24,12 +24,12 @@ def test_lazy_streams_match_the_in_memory_layout(dataset):
     vocab = Vocabulary.load(js)
     for split in ("train", "val"):
         whole = make_batches(load_splits(h5, vocab, (split,))[split], 6, 16)
-        lazy = LazyStreams(h5, split, len(vocab), 6, 16, window=3)
+        lazy = StreamedBatches(h5, split, len(vocab), 6, 16, window=3)
         assert lazy.num_batches == whole.num_batches and lazy.batch_size == whole.batch_size
         for k in [0, 1, 2, 3, whole.num_batches - 1, 5, 0]:
             x, y = lazy.batch(k)
             assert np.array_equal(x, whole.inputs[k]) and np.array_equal(y, whole.targets[k])
-        share = LazyStreams(h5, split, len(vocab), 6, 16, window=4).share(slice(2, 4))
+        share = StreamedBatches(h5, split, len(vocab), 6, 16, window=4).share(slice(2, 4))
         assert np.array_equal(share.batch(2)[0], whole.inputs[2][2:4])
 
 

@@ -66,7 +66,7 @@ def test_a_schedule_that_ends_at_zero_leaves_a_resumable_checkpoint(tiny_train):
 
 def test_stop_request_saves_mid_epoch_and_resumes_exactly(dataset, tmp_path, monkeypatch):
     """What Ctrl-C does: finish the iteration, save (with the carried hidden state), resume exactly."""
-    from charrnn.progress import Progress
+    from charrnn.training.progress import Progress
 
     h5, js = dataset
     base = dict(TINY, input_h5=str(h5), input_json=str(js), checkpoint_every=0, max_iters=20)

@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..engine import SamplingParams
+from ..sampling.engine import SamplingParams
 from ..errors import CharRNNError, InvalidInput
 from .batcher import SHUTDOWN, Batcher, Choice, Event, Job, QueueFull, ShuttingDown
 from .metrics import Metrics

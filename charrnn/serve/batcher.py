@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine import Engine, SamplingParams
-from ..sampling import StopMatcher
+from ..sampling.engine import Engine, SamplingParams
+from ..sampling.sampler import StopMatcher
 from .models import LoadedModel
 
 

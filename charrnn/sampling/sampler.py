@@ -8,7 +8,7 @@ Entry points, by what you hold and what you want back:
 - ``sample_from_model(model, vocab, ...)``: a live PyTorch model (samples during training).
 - :class:`StopMatcher`: ends a stream before the first stop string (the CLI and the server).
 
-On the CPU the work runs on :class:`charrnn.engine.Engine` (numba or NumPy); a ``.pt``
+On the CPU the work runs on :class:`charrnn.sampling.engine.Engine` (numba or NumPy); a ``.pt``
 checkpoint sampled on the CPU never imports torch. On a GPU the PyTorch model computes the
 scores and the engine's own sampling rule and random stream pick the tokens, so a seed means the
 same thing everywhere. Row ``j`` of ``generate_many(n, seed=s)`` is the text of ``seed=s + j``.
@@ -19,22 +19,21 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, resolve_checkpoint
-from .config import ModelConfig
+from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..config import ModelConfig
 from .engine import BACKEND_ENV, Engine, PreparedModel, SamplingParams, numpy_weights, sample_rows, seed_key, uniforms
-from .errors import InvalidInput
-from .vocab import Vocabulary
+from ..errors import InvalidInput
+from ..vocab import Vocabulary
 
 if TYPE_CHECKING:
     import torch
 
-    from .model import CharRNN
+    from ..model import CharRNN
 
 MAX_STOPS = 4
 SMALL_JOB = 20_000  # characters: below this, NumPy is done before numba would have loaded (about 1-2 s)
@@ -117,10 +116,10 @@ class Sampler:
                         backend: str = "auto") -> "Sampler":
         resolved = resolve_checkpoint(path)
         if gpu is not None and gpu < 0 and resolved.suffix == ".pt" and backend != "torch":
-            from .ptreader import read_pt
+            from ..checkpoint.io import read_pt
             payload = read_pt(resolved)
             return cls.from_weights(payload.config, payload.model_state, payload.vocab, backend)
-        from .device import select_device
+        from ..device import select_device
         device = select_device(gpu, gpu_backend)
         ckpt = load_checkpoint(resolved)
         return cls(ckpt.build_model(device), ckpt.vocab, device, backend)
@@ -203,11 +202,6 @@ class Sampler:
         """One whole sample (``generate`` streams it instead)."""
         pieces = self.generate(length, start_text, argmax, temperature, seed, top_k=top_k, top_p=top_p, stop=stop)
         return self._empty().join(pieces)
-
-    def text(self, *args, **kwargs) -> str | bytes:
-        """Deprecated name of :meth:`complete`."""
-        warnings.warn("Sampler.text is deprecated; use Sampler.complete", DeprecationWarning, stacklevel=2)
-        return self.complete(*args, **kwargs)
 
     def generate_many(self, num_samples: int, length: int = 2000, start_text: str = "", argmax: bool = False,
                       temperature: float = 1.0, seed: int | None = None, top_k: int = 0, top_p: float = 1.0,

@@ -186,7 +186,7 @@ def _steps_per_second(shape: Shape, vocab_size: int, seq_length: int, device, au
     """(training steps per second of ``shape`` measured for about ``seconds``, seconds taken)."""
     import torch
 
-    from .config import ModelConfig
+    from ..config import ModelConfig
     from .step import build_model, build_optimizer, train_step
 
     config = ModelConfig(vocab_size, "lstm", WORDVEC_SIZE, shape.rnn_size, shape.num_layers, 0.0, False)
@@ -213,7 +213,7 @@ def apply(config, vocab_size: int, train_chars: int, device, started: float, wor
     import torch
 
     from . import distributed
-    from .precision import resolve_precision
+    from ..precision import resolve_precision
 
     explicit = set(recorded(config.recipe).get("explicit", ()))
     seq_length = config.seq_length if "seq_length" in explicit else SEQ_LENGTH

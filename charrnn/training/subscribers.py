@@ -1,6 +1,6 @@
 """The concerns of a training run, each a small subscriber to the loop's events.
 
-Events (see :class:`charrnn.training.Trainer`): ``on_start(run)``, ``on_step(step)``,
+Events (see :class:`charrnn.training.loop.Trainer`): ``on_start(run)``, ``on_step(step)``,
 ``on_evaluation(i, val_loss)``, ``on_sample(i, temperature, text)``, ``on_checkpoint(i, path)``,
 ``on_end(i, reason)`` and ``close()``. A subscriber never runs a collective: a stop it asks for
 goes through ``run.control`` and the loop, which makes every rank agree.
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import existing_checkpoints
-from .device import describe
-from .errors import CharRNNError, Unsupported
+from ..checkpoint import existing_checkpoints
+from ..device import describe
+from ..errors import CharRNNError, Unsupported
 from .progress import LOG2E, Progress
 
 
@@ -151,7 +151,7 @@ class TrainingSamples:
         self.run, self.events = run, events
 
     def on_step(self, step) -> None:
-        from .sampling import sample_from_model
+        from ..sampling.sampler import sample_from_model
 
         cfg = self.run.config
         if step.i % cfg.sample_every == 0:

@@ -10,7 +10,7 @@ into the first layer's input weights (a table lookup per token), each deeper lay
 one contiguous ``[h_below; h_own]`` vector, batch normalisation (eval mode) is folded into the
 weights that read it, and the LSTM's sigmoids become ``0.5 tanh(x/2) + 0.5`` with the halving
 folded into the weights too. Two backends run it: ``numba`` (one compiled kernel per step or
-per run of steps, see :mod:`charrnn.engine_numba`) and ``numpy`` (the exact fallback).
+per run of steps, see :mod:`charrnn.sampling.engine_numba`) and ``numpy`` (the exact fallback).
 
 Sampling, identical in both backends: scores are divided by the temperature, exponentiated in
 float64, cut by top-k and then top-p (ties at a cut are kept), and one uniform number ``u``
@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .config import ModelConfig
-from .errors import CharRNNError, InvalidInput
+from ..config import ModelConfig
+from ..errors import CharRNNError, InvalidInput
 
 if TYPE_CHECKING:
-    from .model import CharRNN
+    from ..model import CharRNN
 
 BACKENDS = ("auto", "numba", "numpy")
 BACKEND_ENV = "CHARRNN_ENGINE"  # forces a backend: "numba" or "numpy"

@@ -4,7 +4,7 @@
 :class:`Trainer`'s loop then reads top to bottom: learning rate, step, agree across ranks,
 record, maybe evaluate and checkpoint, stop? Everything else (history, progress, TensorBoard,
 samples, retention and patience, the time budget, the divergence guard, benchmarks, the stats
-file) listens to the loop's events: see :mod:`charrnn.subscribers`.
+file) listens to the loop's events: see :mod:`charrnn.training.subscribers`.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from typing import Callable
 import torch
 
 from . import distributed, recipe
-from .checkpoint import (Checkpoint, checkpoint_stem, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
+from ..checkpoint import (Checkpoint, checkpoint_stem, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
                          save_checkpoint)
-from .data import BatchSource, InMemoryBatches, open_batches, split_sizes
-from .device import describe, select_device
-from .errors import CharRNNError, Diverged, InvalidInput, Unsupported
-from .model import CharRNN, parameter_groups
-from .options import TrainConfig, resolve_train_config  # noqa: F401  (re-exported)
-from .precision import PRECISIONS, describe_precision, resolve_precision  # noqa: F401  (re-exported)
+from ..data import BatchSource, InMemoryBatches, open_batches, split_sizes
+from ..device import describe, select_device
+from ..errors import CharRNNError, Diverged, InvalidInput, Unsupported
+from ..model import CharRNN, parameter_groups
+from .options import TrainConfig, resolve_train_config
+from ..precision import describe_precision, resolve_precision
 from .schedules import learning_rate
-from .step import build_model, build_optimizer, evaluate, set_learning_rate, train_step  # noqa: F401
-from .vocab import Vocabulary
+from .step import build_model, build_optimizer, evaluate, set_learning_rate, train_step
+from ..vocab import Vocabulary
 
 @dataclass
 class History:
@@ -320,7 +320,7 @@ class Trainer:
         """Train to the end (or the time budget, patience, or a stop request) and return the result."""
         from .subscribers import default_subscribers
 
-        threads = torch.get_num_threads()  # --preset auto may train on fewer (charrnn.recipe)
+        threads = torch.get_num_threads()  # --preset auto may train on fewer (charrnn.training.recipe)
         try:
             run = setup(self.config, self._log, self.started)
         except BaseException:
@@ -417,11 +417,6 @@ def _install_signal_handlers(trainer: Trainer) -> dict:
         except ValueError:  # not the main thread
             pass
     return previous
-
-
-def config_for_resume(checkpoint: str | Path, **overrides) -> TrainConfig:
-    """The saved configuration of a checkpoint, with ``overrides`` applied, for ``--resume``."""
-    return resolve_train_config({**overrides, "resume": str(checkpoint)})
 
 
 def train(**options) -> TrainResult:

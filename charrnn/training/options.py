@@ -14,8 +14,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
-from .errors import InvalidInput
+from ..config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
+from ..errors import InvalidInput
 from .schedules import SCHEDULES
 
 
@@ -122,7 +122,7 @@ class TrainConfig:
                                     range=NON_NEGATIVE)
     stream_data: bool | None = option(None, "Stream the splits from the file (None: those over 8M tokens).",
                                       cli=False)
-    recipe: str | None = option(None, "What --preset auto chose and why, as JSON text (charrnn.recipe); set by the "
+    recipe: str | None = option(None, "What --preset auto chose and why, as JSON text (charrnn.training.recipe); set by the "
                                       "run.", cli=False)
 
     def __post_init__(self) -> None:
@@ -217,7 +217,7 @@ def resolve_train_config(explicit: dict[str, Any], preset: str | None = None,
         merged.update(PRESETS[preset])
     if explicit.get("resume"):
         merged.update(_resumed_options(explicit, log or (lambda message: None)))
-    elif _auto_recipe(explicit, preset):  # chosen by the run itself, after a calibration (charrnn.recipe)
+    elif _auto_recipe(explicit, preset):  # chosen by the run itself, after a calibration (charrnn.training.recipe)
         merged["recipe"] = json.dumps({"auto": True, "explicit": sorted(explicit)})
     merged.update(explicit)
     return TrainConfig(**merged)
@@ -238,7 +238,7 @@ def _auto_recipe(explicit: dict[str, Any], preset: str | None) -> bool:
 
 
 def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    from .checkpoint import check_options, checkpoint_stem, load_checkpoint
+    from ..checkpoint import check_options, checkpoint_stem, load_checkpoint
 
     source = load_checkpoint(explicit["resume"])
     saved = source.train_state.get("config") if source.train_state else None

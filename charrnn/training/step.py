@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import ModelConfig
-from .model import CharRNN, State, detach_state
-from .precision import autocast
+from ..config import ModelConfig
+from ..model import CharRNN, State, detach_state
+from ..precision import autocast
 
 
 def build_model(config: ModelConfig, device: torch.device | str = "cpu", weight_init: str = "torch-rnn",
