@@ -110,7 +110,7 @@ def prepare(corpus: str, tmp: Path):
 
 
 def run_one(corpus: str, pre, budget: float | None, precision: str, recipe: str, tmp: Path,
-            updates: int | None = None, dropout: float | None = None) -> dict:
+            updates: int | None = None, dropout: float | None = None, eval_every: int = 0) -> dict:
     """One training run: for ``budget`` seconds, or (load-independent) for ``updates`` iterations."""
     import charrnn
 
@@ -121,7 +121,7 @@ def run_one(corpus: str, pre, budget: float | None, precision: str, recipe: str,
     load_before = os.getloadavg()
     t0 = time.monotonic()
     result = charrnn.train(input_h5=str(pre.output_h5), input_json=str(pre.output_json), gpu=-1, preset=preset,
-                           checkpoint_every=0, print_every=0, quiet=True, max_epochs=100_000, overwrite=True,
+                           checkpoint_every=eval_every, print_every=0, quiet=True, max_epochs=100_000, overwrite=True,
                            checkpoint_name=str(tmp / f"{corpus}-{recipe}-{budget or updates}-{precision}"),
                            precision=precision, **limit, **options)
     seconds = time.monotonic() - t0
@@ -134,6 +134,7 @@ def run_one(corpus: str, pre, budget: float | None, precision: str, recipe: str,
                      f"lr{opt['learning_rate']:.2g}",
             "why": picked.get("why"), "iterations": result.iterations,
             "val_loss": result.val_loss, "best_val_loss": min(h.val_loss_history) if h.val_loss_history else None,
+            "curve": [[it, round(v, 4)] for it, v in zip(h.val_loss_history_it, h.val_loss_history)],
             "train_loss": sum(h.train_loss_history[-50:]) / max(1, len(h.train_loss_history[-50:])),
             "wall_s": round(seconds, 1), "over_budget": round(seconds / budget - 1, 4),
             "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
@@ -212,6 +213,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, help="train each recipe for this many iterations instead of a budget "
                                                     "(the result does not depend on the machine's load)")
     parser.add_argument("--dropouts", type=float, nargs="+", help="run each fixed recipe with each of these dropouts")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="validate (and checkpoint) every N updates, recording the curve (default: at the end)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--max-load", type=float, help="skip a run while the 1-minute load average is above this")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -237,7 +240,8 @@ def main() -> None:
                             continue
                         if args.updates and RECIPES[recipe][0] == "auto":
                             continue  # the auto recipe needs a time budget
-                        row = run_one(corpus, pre, budget, precision, recipe, Path(tmp), args.updates, dropout)
+                        row = run_one(corpus, pre, budget, precision, recipe, Path(tmp), args.updates, dropout,
+                                      args.eval_every)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
                         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -175,8 +175,12 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
         click.echo(f"saved {result.checkpoint}; resume with: charrnn train --resume {result.checkpoint}", err=True)
         sys.exit(128 + result.interrupted_by)
     if not quiet and result.checkpoint:
-        click.echo(f"final checkpoint: {result.checkpoint}\n"
-                   f"sample it with: charrnn sample --checkpoint {result.checkpoint}")
+        best = result.best_checkpoint
+        click.echo(f"final checkpoint: {result.checkpoint}")
+        if best != result.checkpoint:  # the run got worse after its best validation: sample the best
+            click.echo(f"best checkpoint: {best} (validation loss {result.best_val_loss:.4f}; "
+                       f"the final one measured {result.val_loss:.4f})")
+        click.echo(f"sample it with: charrnn sample --checkpoint {best}")
 
 
 # -- sample ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import CharRNNError, CorruptFile, InvalidInput, NotFound
 from ..fileio import atomic_path, atomic_write, check_readable_file
 from ..vocab import Vocabulary
-from .names import checkpoint_paths, newest_checkpoint
+from .names import best_checkpoint, checkpoint_paths, newest_checkpoint
 from .schema import FORMAT, VERSION, Payload, validate_payload
 
 if TYPE_CHECKING:  # torch is imported only where a function needs it
@@ -55,14 +55,18 @@ class Checkpoint:
         return model.to(device)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file from a ``.pt``/``.t7`` path, its ``.json`` twin, or a directory (its newest)."""
+def resolve_checkpoint(path: str | Path, newest: bool = False) -> Path:
+    """A checkpoint file from a ``.pt``/``.t7`` path, its ``.json`` twin, or a directory.
+
+    A directory gives its newest run's best checkpoint (what a user samples), or with ``newest``
+    its newest checkpoint (what a resume continues); see :mod:`charrnn.checkpoint.names`.
+    """
     p = Path(path)
     if p.is_dir():
-        newest = newest_checkpoint(p)
-        if newest is None:
+        found = newest_checkpoint(p) if newest else best_checkpoint(p)
+        if found is None:
             raise NotFound(f"no checkpoint (*_<iteration>.pt or .t7) in directory {p}")
-        return newest
+        return found
     if p.suffix == ".json" and p.with_suffix(".pt").exists():
         return p.with_suffix(".pt")
     return check_readable_file(p, "checkpoint")
@@ -116,9 +120,12 @@ def _check_rng(path: Path, state: dict) -> None:
                                 "state") from None
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a checkpoint safely (no code runs, nothing unchecked is built); clear errors otherwise."""
-    path = resolve_checkpoint(path)
+def load_checkpoint(path: str | Path, newest: bool = False) -> Checkpoint:
+    """Load a checkpoint safely (no code runs, nothing unchecked is built); clear errors otherwise.
+
+    A directory gives its best checkpoint, or its newest with ``newest`` (:func:`resolve_checkpoint`).
+    """
+    path = resolve_checkpoint(path, newest)
     p = read_payload(path)
     train_state = _to_torch(p.train_state)
     _check_rng(path, train_state)

@@ -58,7 +58,7 @@ def _val_loss(path: Path) -> float | None:
 
 
 class ServedModel:
-    """A model name bound to a checkpoint file, or to a directory whose newest checkpoint it follows."""
+    """A model name bound to a checkpoint file, or to a directory whose best checkpoint (of its newest run) it follows."""
 
     def __init__(self, name: str, source: str | Path, log=print, check_every: float = 1.0) -> None:
         self.name, self.source, self.log = name, Path(source), log

@@ -18,8 +18,9 @@ from typing import Callable
 import torch
 
 from . import distributed, recipe
-from ..checkpoint import (Checkpoint, checkpoint_stem, existing_checkpoints, load_checkpoint, remove_stale_temporaries,
-                         save_checkpoint)
+from ..checkpoint import (Checkpoint, CheckpointName, checkpoint_stem, existing_checkpoints, load_checkpoint,
+                          remove_stale_temporaries, save_checkpoint)
+from ..checkpoint.names import best_of_run
 from ..data import BatchSource, InMemoryBatches, open_batches, split_sizes
 from ..device import describe, select_device
 from ..errors import CharRNNError, Diverged, InvalidInput, Unsupported
@@ -55,6 +56,19 @@ class TrainResult:
     @property
     def val_loss(self) -> float | None:
         return self.history.val_loss_history[-1] if self.history.val_loss_history else None
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        """The run's checkpoint with the lowest validation loss still on disk (what ``sample DIR`` picks)."""
+        h = self.history
+        return None if self.checkpoint is None else best_of_run(self.checkpoint, zip(h.val_loss_history_it, h.val_loss_history))
+
+    @property
+    def best_val_loss(self) -> float | None:
+        best, h = self.best_checkpoint, self.history
+        name = best and CheckpointName.parse(best)
+        losses = [v for it, v in zip(h.val_loss_history_it, h.val_loss_history) if name and it == name.iteration]
+        return losses[-1] if losses else None
 
 
 # -- the ready run ---------------------------------------------------------------------------------
@@ -219,7 +233,7 @@ def _load_data(cfg: TrainConfig, vocab: Vocabulary, world: distributed.World, lo
 def _source_checkpoint(cfg: TrainConfig, vocab: Vocabulary) -> Checkpoint | None:
     if not (cfg.resume or cfg.init_from):
         return None
-    source = load_checkpoint(cfg.resume or cfg.init_from)
+    source = load_checkpoint(cfg.resume or cfg.init_from, newest=bool(cfg.resume))
     if source.vocab != vocab:
         raise InvalidInput("input_json", f"{cfg.input_json} is a different vocabulary than the one {source.path} "
                                          "was trained with")

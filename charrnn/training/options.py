@@ -219,7 +219,10 @@ def resolve_train_config(explicit: dict[str, Any], preset: str | None = None,
         merged.update(_resumed_options(explicit, log or (lambda message: None)))
     elif _auto_recipe(explicit, preset):  # chosen by the run itself, after a calibration (charrnn.training.recipe)
         merged["recipe"] = json.dumps({"auto": True, "explicit": sorted(explicit)})
+    resumed = merged.get("resume")  # the file a resumed directory resolved to
     merged.update(explicit)
+    if resumed:
+        merged["resume"] = resumed
     return TrainConfig(**merged)
 
 
@@ -240,7 +243,7 @@ def _auto_recipe(explicit: dict[str, Any], preset: str | None) -> bool:
 def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     from ..checkpoint import check_options, checkpoint_stem, load_checkpoint
 
-    source = load_checkpoint(explicit["resume"])
+    source = load_checkpoint(explicit["resume"], newest=True)
     saved = source.train_state.get("config") if source.train_state else None
     if not saved:
         raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
