@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-MODEL_TYPES = ("lstm", "gru", "rnn")
+# The recurrent cells, each with its number of gate blocks (a layer's weights have gates x rnn_size
+# rows). The one list of cell types: everything else (choices, layout, engine, model) derives from it.
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+MODEL_TYPES = tuple(GATES)
 INIT_SCHEMES = ("torch-rnn", "xavier", "orthogonal", "normal")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("cuda", "mps")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .config import BACKENDS
-from .errors import CharRNNError
+from .errors import InvalidInput, opt
 
 
 def _mps_available() -> bool:
@@ -16,7 +16,7 @@ def _mps_available() -> bool:
 def select_device(gpu: int | None = None, backend: str = "cuda") -> torch.device:
     """The device for ``--gpu``/``--gpu-backend``; None picks GPU 0 when one exists, else the CPU."""
     if backend not in BACKENDS:
-        raise CharRNNError(f"unknown --gpu-backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        raise InvalidInput("gpu_backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
     if gpu is None:
         if torch.cuda.is_available():
             return torch.device("cuda", 0)
@@ -27,12 +27,13 @@ def select_device(gpu: int | None = None, backend: str = "cuda") -> torch.device
         return torch.device("cpu")
     if backend == "mps":
         if gpu != 0 or not _mps_available():
-            raise CharRNNError(f"--gpu {gpu} --gpu-backend mps: no such Apple GPU here (use --gpu -1 for the CPU)")
+            raise InvalidInput("gpu", f"{gpu} {opt('gpu_backend')} mps: no such Apple GPU here "
+                                      f"(use {opt('gpu')} -1 for the CPU)")
         return torch.device("mps")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpu >= count:
         have = f"only {count} CUDA device(s)" if count else "no CUDA device"
-        raise CharRNNError(f"--gpu {gpu}: this machine has {have} (use --gpu -1 for the CPU)")
+        raise InvalidInput("gpu", f"{gpu}: this machine has {have} (use {opt('gpu')} -1 for the CPU)")
     return torch.device("cuda", gpu)
 
 

@@ -4,11 +4,23 @@ The CLI prints ``charrnn: error: <message>`` and exits with ``exit_code``; the H
 ``http_status`` and ``param`` onto OpenAI's error object. Library code never spells a CLI flag:
 an :class:`InvalidInput` names the option by its Python name (``learning_rate``) and each front
 end renders it (``--learning-rate`` on the command line, ``learning_rate`` in a JSON body).
+A message that mentions another option as a hint writes :func:`opt` (``opt("init_from")``), which
+each front end spells the same way.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# An option named inside a message: a control character no option name or sane path contains.
+_REF = "\x1f"
+_REFS = re.compile(f"{_REF}([a-z0-9_]+){_REF}")
+
+
+def opt(field: str) -> str:
+    """A mention of the option ``field`` inside an error message (``--field-name`` on the CLI, as is in JSON)."""
+    return f"{_REF}{field}{_REF}"
 
 
 class CharRNNError(Exception):
@@ -19,31 +31,51 @@ class CharRNNError(Exception):
     kind = "invalid_request_error"
 
     def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        self.detail = message
+        self.template = message
+        super().__init__(_spell(message, _flag))
+        self.detail = _spell(message, str)
         if exit_code is not None:
             self.exit_code = exit_code
+
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        """The options the message names (by Python name), in order."""
+        return tuple(dict.fromkeys(_REFS.findall(self.template)))
 
     def cli_message(self) -> str:
         """The message as the command line shows it."""
         return str(self)
+
+    def api_message(self) -> str:
+        """The message with options named as in a JSON body."""
+        return self.detail
 
 
 class InvalidInput(CharRNNError):
     """An option or request field with a bad value: ``InvalidInput("dropout", "must lie in [0, 1)")``."""
 
     def __init__(self, field: str | None, problem: str) -> None:
-        self.field, self.problem = field, problem
-        super().__init__(f"{_flag(field)} {problem}" if field else problem)
-        self.detail = problem
+        self._name((field,) if field else (), problem)
+
+    def _name(self, fields: tuple[str, ...], problem: str) -> None:
+        self.fields, self.field = fields, (fields[0] if fields else None)
+        named = " and ".join(opt(f) for f in fields)
+        CharRNNError.__init__(self, f"{named} {problem}" if named else problem)
+        self.problem = _spell(problem, str)  # as a JSON client spells options
 
     @property
     def param(self) -> str | None:
         return self.field
 
-    def api_message(self) -> str:
-        """The message with the field named as in a JSON body."""
-        return f"{self.field} {self.problem}" if self.field else self.problem
+
+class Conflict(InvalidInput):
+    """Options each valid alone but not together: ``Conflict(("val_frac", "test_frac"), "must sum below 1")``.
+
+    ``field`` is the first of ``fields``; the message names them all.
+    """
+
+    def __init__(self, fields: tuple[str, ...] | list[str], problem: str) -> None:
+        self._name(tuple(fields), problem)
 
 
 class CorruptFile(CharRNNError):
@@ -77,3 +109,7 @@ class NotFound(CharRNNError):
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def _spell(message: str, spelling) -> str:
+    return _REFS.sub(lambda m: spelling(m.group(1)), message)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .checkpoint import load_checkpoint
 from .data import open_batches, split_sizes
 from .device import select_device
-from .errors import CharRNNError, CorruptFile, InvalidInput
+from .errors import Conflict, CorruptFile, InvalidInput
 from .precision import recorded_precision
 from .training.step import evaluate
 from .vocab import Vocabulary
@@ -43,19 +43,20 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
     opt = opt if isinstance(opt, dict) else {}
     input_h5 = input_h5 or opt.get("input_h5")
     if not input_h5 or not isinstance(input_h5, str):
-        raise CharRNNError("--input-h5 is required: the checkpoint does not record its data file")
+        raise InvalidInput("input_h5", "is required: the checkpoint does not record its data file")
     if input_json and Vocabulary.load(input_json) != ckpt.vocab:
-        raise CharRNNError(f"{input_json} is not the vocabulary {ckpt.path} was trained with")
+        raise InvalidInput("input_json", f"{input_json} is not the vocabulary {ckpt.path} was trained with")
     batch_size = batch_size or _stored_size(ckpt.path, opt, "batch_size")
     seq_length = seq_length or _stored_size(ckpt.path, opt, "seq_length")
     if batch_size * seq_length > MAX_BATCH_TOKENS:
-        raise InvalidInput("batch_size", f"x --seq-length = {batch_size * seq_length:,} tokens per batch is more "
-                                         f"than {MAX_BATCH_TOKENS:,}; choose smaller ones")
+        raise Conflict(("batch_size", "seq_length"), f"make {batch_size * seq_length:,} tokens per batch, more "
+                                                     f"than {MAX_BATCH_TOKENS:,}; choose smaller ones")
     device = select_device(gpu, gpu_backend)
     batches = open_batches(input_h5, split, ckpt.vocab, batch_size, seq_length)
     if batches is None:
         num = split_sizes(input_h5, (split,))[split]
-        raise CharRNNError(f"the {split} split has only {num} tokens: too few for one sequence of {seq_length}")
+        raise InvalidInput("seq_length", f"{seq_length} is too long: the {split} split has only {num} tokens, "
+                                         "too few for one sequence")
     with batches:
         loss = evaluate(ckpt.build_model(device), batches, device, recorded_precision(opt, device))
     return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length)

@@ -7,10 +7,8 @@ it equal to the real module's ``state_dict()``.
 
 from __future__ import annotations
 
-from .config import ModelConfig
+from .config import GATES, MODEL_TYPES, ModelConfig  # noqa: F401  (the cell types, as the layout reads them)
 
-CELL_TYPES = ("lstm", "gru", "rnn")
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # sanity caps for sizes read from files (checked before anything is built)
 LIMITS = {"vocab_size": 0x110000, "wordvec_size": 1 << 16, "rnn_size": 1 << 16, "num_layers": 1024}
 RNN_PARTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -20,6 +18,16 @@ NORM_PARTS = ("weight", "bias", "running_mean", "running_var", "num_batches_trac
 def rnn_key(config: ModelConfig, layer: int, part: str) -> str:
     """The key of ``part`` (weight_ih, weight_hh, bias_ih, bias_hh) of recurrent layer ``layer`` (from 0)."""
     return f"rnns.{layer}.{part}_l0" if config.batchnorm else f"rnns.0.{part}_l{layer}"
+
+
+def norm_key(layer: int, part: str) -> str:
+    """The key of ``part`` (one of NORM_PARTS) of the batch-norm layer after recurrent layer ``layer``."""
+    return f"norms.{layer}.{part}"
+
+
+def state_count(model_type: str) -> int:
+    """How many tensors the recurrent state holds: (h, c) for an LSTM, h alone for the others."""
+    return 2 if model_type == "lstm" else 1
 
 
 def state_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -33,7 +41,7 @@ def state_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     if config.batchnorm:
         for layer in range(config.num_layers):
             for part in NORM_PARTS:
-                shapes[f"norms.{layer}.{part}"] = () if part == "num_batches_tracked" else (H,)
+                shapes[norm_key(layer, part)] = () if part == "num_batches_tracked" else (H,)
     shapes["head.weight"], shapes["head.bias"] = (V, H), (V,)
     return shapes
 

@@ -12,7 +12,7 @@ import torch
 
 from .data import open_batches
 from .device import select_device
-from .errors import InvalidInput
+from .errors import Conflict, InvalidInput
 from .fileio import atomic_write
 from .training.options import LRFindOptions, TrainConfig
 from .plot import smooth
@@ -36,8 +36,11 @@ def lr_find(config: TrainConfig, start_lr: float = LRFindOptions.start_lr, end_l
     Suggests the learning rate where the smoothed loss falls fastest (per log of the rate).
     Uses ``config``'s model, batches, gradient clipping, optimizer and precision. Writes no checkpoint.
     """
-    if not 0 < start_lr < end_lr:
-        raise InvalidInput("start_lr", f"must be positive and below --end-lr (got {start_lr} and {end_lr})")
+    if not 0 < start_lr:
+        raise InvalidInput("start_lr", f"must be positive (got {start_lr})")
+    if not start_lr < end_lr:
+        raise Conflict(("start_lr", "end_lr"), f"must rise: the start must lie below the end (got {start_lr} "
+                                               f"and {end_lr})")
     if num_iters < 5:
         raise InvalidInput("num_iters", f"must be at least 5 (got {num_iters})")
     config.validate()

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from .config import INIT_SCHEMES, MODEL_TYPES, ModelConfig  # noqa: F401  (re-exported: charrnn.model.ModelConfig)
+from .errors import InvalidInput
 from .precision import BF16LSTMLayer, bf16_lstm_active
 
-CELLS = dict(zip(MODEL_TYPES, (nn.LSTM, nn.GRU, nn.RNN)))
+CELLS = {kind: getattr(nn, kind.upper()) for kind in MODEL_TYPES}  # torch names its modules LSTM, GRU, RNN
 
 State = tuple  # (h, c) for an LSTM, (h,) otherwise; each of shape (num_layers, N, H)
 
@@ -24,7 +25,7 @@ class CharRNN(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.model_type not in CELLS:
-            raise ValueError(f"unknown model type {config.model_type!r}")
+            raise InvalidInput("model_type", f"must be one of {', '.join(MODEL_TYPES)} (got {config.model_type!r})")
         self.config = config
         V, D, H = config.vocab_size, config.wordvec_size, config.rnn_size
         cell = CELLS[config.model_type]
@@ -48,7 +49,7 @@ class CharRNN(nn.Module):
         ``orthogonal``: orthogonal matrices (per gate block). ``normal``: every weight N(0, std).
         """
         if scheme not in INIT_SCHEMES:
-            raise ValueError(f"unknown weight initialisation {scheme!r}")
+            raise InvalidInput("weight_init", f"must be one of {', '.join(INIT_SCHEMES)} (got {scheme!r})")
         H = self.config.rnn_size
         if scheme == "normal":
             nn.init.normal_(self.embed.weight, 0.0, std)

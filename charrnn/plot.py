@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint.names import CheckpointName, newest_checkpoint
-from .errors import CharRNNError
+from .errors import CharRNNError, InvalidInput, Unsupported
 from .fileio import atomic_path
 
 
@@ -116,12 +116,14 @@ def plot_runs(paths: list[str | Path], output: str | Path, fmt: str | None = Non
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise CharRNNError("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
+        raise Unsupported("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     runs = [load_run(p) for p in paths]
     output = Path(output)
+    if fmt not in (None, "png", "svg"):
+        raise InvalidInput("fmt", f"must be png or svg (got {fmt!r})")
     fmt = fmt or (output.suffix.lstrip(".") or "png")
     if fmt not in ("png", "svg"):
-        raise CharRNNError(f"unsupported plot format {fmt!r} (png or svg)")
+        raise InvalidInput("output", f"{output} names an unsupported plot format {fmt!r} (png or svg)")
     fig = make_figure(runs, width, height, smoothing)
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format=fmt)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import utf8
-from .errors import CharRNNError
+from .errors import CharRNNError, Conflict, InvalidInput, opt
 from .fileio import atomic_path, check_readable_file
 from .vocab import Vocabulary
 
@@ -50,10 +50,12 @@ class PreprocessResult:
 
 
 def check_fractions(val_frac: float, test_frac: float) -> None:
-    if not (0 <= val_frac < 1 and 0 <= test_frac < 1):
-        raise CharRNNError(f"--val-frac and --test-frac must lie in [0, 1) (got {val_frac}, {test_frac})")
+    for name, value in (("val_frac", val_frac), ("test_frac", test_frac)):
+        if not 0 <= value < 1:
+            raise InvalidInput(name, f"must lie in [0, 1) (got {value})")
     if val_frac + test_frac >= 1:
-        raise CharRNNError(f"--val-frac + --test-frac must be below 1 (got {val_frac + test_frac:g}), or nothing is left to train on")
+        raise Conflict(("val_frac", "test_frac"), f"must sum to below 1 (got {val_frac + test_frac:g}), "
+                                                  "or nothing is left to train on")
 
 
 def _check_encoding(encoding: str) -> None:
@@ -62,12 +64,13 @@ def _check_encoding(encoding: str) -> None:
     try:
         codecs.getincrementaldecoder(encoding)
     except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r} (use a Python codec name such as utf-8 or latin-1, or 'bytes')") from None
+        raise InvalidInput("encoding", f"{encoding!r} is an unknown encoding (use a Python codec name such as utf-8 "
+                                       "or latin-1, or 'bytes')") from None
 
 
 def _not_valid(path: Path, encoding: str, where: int, reason: str) -> CharRNNError:
     return CharRNNError(f"{path}: not valid {encoding} at byte {max(where, 0)} ({reason}); "
-                        "pass the right --encoding, or --encoding bytes to model raw bytes")
+                        f"pass the right {opt('encoding')}, or {opt('encoding')} bytes to model raw bytes")
 
 
 def _as_bytes(points: np.ndarray) -> bytes | bytearray:
@@ -163,7 +166,7 @@ class TokenIds:
             if self._unknown_char is None:
                 return 1
             if len(self._unknown_char) != 1:
-                raise CharRNNError("--unknown-char must be a single character")
+                raise InvalidInput("unknown_char", "must be a single character")
             self._unknown_id = int(self.vocabulary().encode(self._unknown_char)[0])
         return self._unknown_id
 
@@ -348,29 +351,31 @@ def _check_corpus(path: Path, vocab: Vocabulary, total: int) -> None:
     if len(vocab) == 1:
         raise CharRNNError(f"{path}: the corpus is one character repeated; there is nothing to learn")
     if not vocab.byte_mode and 0 in vocab.tokens:
-        raise CharRNNError(f"{path}: contains NUL characters, so it looks binary; use --encoding bytes to model raw bytes")
+        raise CharRNNError(f"{path}: contains NUL characters, so it looks binary; "
+                           f"use {opt('encoding')} bytes to model raw bytes")
 
 
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
+DTYPE_CHOICES = "must be auto, uint8, uint16 or uint32 (got {!r})"
 
 
 def _id_dtype(vocab: Vocabulary, dtype: str) -> np.dtype:
     if dtype == "auto":
         return vocab.id_dtype
     if dtype not in DTYPES:
-        raise CharRNNError(f"unknown --dtype {dtype!r} (auto, uint8, uint16 or uint32)")
+        raise InvalidInput("dtype", DTYPE_CHOICES.format(dtype))
     chosen = np.dtype(DTYPES[dtype])
     if len(vocab) > np.iinfo(chosen).max:
-        raise CharRNNError(f"--dtype {dtype} holds at most {np.iinfo(chosen).max} tokens; the vocabulary has {len(vocab)}")
+        raise InvalidInput("dtype", f"{dtype} holds at most {np.iinfo(chosen).max} tokens; the vocabulary has {len(vocab)}")
     return chosen
 
 
 def _known_vocabulary(input_json, byte_mode: bool) -> Vocabulary:
     vocab = Vocabulary.load(input_json)
     if vocab.byte_mode and not byte_mode:
-        raise CharRNNError(f"{input_json} is a byte vocabulary: add --encoding bytes")
+        raise InvalidInput("encoding", f"must be bytes: {input_json} is a byte vocabulary")
     if byte_mode and not vocab.byte_mode and max(vocab.tokens) > 127:
-        raise CharRNNError(f"{input_json} is a character vocabulary: drop --encoding bytes")
+        raise InvalidInput("encoding", f"cannot be bytes: {input_json} is a character vocabulary")
     return Vocabulary(vocab.tokens, byte_mode or vocab.byte_mode)
 
 
@@ -421,16 +426,17 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
     check_fractions(val_frac, test_frac)
     _check_encoding(encoding)
     if compression not in (None, "gzip", "lzf"):
-        raise CharRNNError(f"unknown --compression {compression!r} (gzip or lzf)")
+        raise InvalidInput("compression", f"must be gzip or lzf (got {compression!r})")
     output_h5 = Path(output_h5) if output_h5 else path.with_suffix(".h5")
     output_json = Path(output_json) if output_json else path.with_suffix(".json")
-    if path.resolve() in (output_h5.resolve(), output_json.resolve()):
-        raise CharRNNError(f"output would overwrite the input {path}")
+    for name, output in (("output_h5", output_h5), ("output_json", output_json)):
+        if output.resolve() == path.resolve():
+            raise InvalidInput(name, f"would overwrite the input {path}")
 
     if vocab_from not in ("all", "train"):
-        raise CharRNNError(f"--vocab-from must be 'all' or 'train' (got {vocab_from!r})")
+        raise InvalidInput("vocab_from", f"must be 'all' or 'train' (got {vocab_from!r})")
     if dtype != "auto" and dtype not in DTYPES:
-        raise CharRNNError(f"unknown --dtype {dtype!r} (auto, uint8, uint16 or uint32)")
+        raise InvalidInput("dtype", DTYPE_CHOICES.format(dtype))
     byte_mode = encoding == "bytes"
     known = _known_vocabulary(input_json, byte_mode) if input_json else None
     if known is not None:
@@ -463,7 +469,7 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
         _id_dtype(vocab, dtype)
         if unknown and unknown_char is None:
             raise CharRNNError(f"{path}: character(s) not in the vocabulary: {_describe(unknown, vocab.byte_mode)} "
-                               "(pass --unknown-char C to map them to a character C of the vocabulary)")
+                               f"(pass {opt('unknown_char')} C to map them to a character C of the vocabulary)")
         if written != total:
             raise CharRNNError(f"{path} changed while it was being read")
         vocab.save(output_json)

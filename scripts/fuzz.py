@@ -15,7 +15,11 @@ of each format and runs every mutant through the commands that read that format:
 * JSON vocabularies (nesting, huge numbers, ids, surrogates, byte names): ``train``, ``eval``
   and ``preprocess``.
 
-Each run is a separate process under a memory limit (``RLIMIT_AS``) and a timeout. An outcome
+Each run is a separate process under a memory limit and a timeout. The limit (``RLIMIT_AS``) is
+relative to this installation: what a no-op run maps (torch's CPU wheel about 0.7 GB of address
+space, its CUDA wheel about 3 GB, mostly libraries it never touches on the CPU) plus a fixed
+allowance for the command's own work, so a reader that allocates by a declared size before
+checking it fails under either build. An outcome
 is *clean* (exit 1-2 and exactly one stderr line ``charrnn: error: ...`` that does not blame
 memory), *accepted* (exit 0), or a *failure* (anything else: internal error, traceback, crash,
 timeout, "out of memory"). Failures are kept under ``--out`` with the command that reproduces
@@ -27,12 +31,14 @@ torch, so times exclude start-up; ``--spawn`` starts a fresh interpreter for eac
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import math
 import os
 import pickletools
 import random
+import re
 import resource
 import shutil
 import signal
@@ -52,7 +58,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore", "Duplicate name", UserWarning)  # the duplicate-entry mutant, on purpose
-MEMORY_LIMIT = 2 << 30  # RLIMIT_AS per run: torch alone maps about 0.7 GB of address space
+MEMORY_ALLOWANCE = 2 << 30  # address space a run may map beyond a no-op run of this installation
+# what a no-op run imports: the modules of the commands the campaign runs
+NOOP_IMPORTS = ("charrnn.cli", "charrnn.evaluation", "charrnn.sampling.sampler", "charrnn.training.loop")
 TIMEOUT = 60.0
 TINY = ["--rnn-size", "16", "--wordvec-size", "8", "--num-layers", "2", "--batch-size", "2", "--seq-length", "8",
         "--gpu", "-1", "--print-every", "0"]
@@ -681,8 +689,39 @@ class Outcome:
         return "unclean"
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+def address_space() -> int | None:
+    """This process's peak virtual size in bytes (Linux's VmPeak), or None where it cannot be read."""
+    try:
+        found = re.search(r"^VmPeak:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
+
+
+def noop_address_space(spawn: bool) -> int | None:
+    """What a run maps before it does anything: a fresh interpreter importing the commands (spawn),
+    or this process, which forked children start as (its imports are done by then)."""
+    if not spawn:
+        return address_space()
+    code = (f"import {', '.join(NOOP_IMPORTS)}, re; "
+            "print(re.search(r'^VmPeak:\\s+(\\d+) kB', open('/proc/self/status').read(), re.M).group(1))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+        return int(out.stdout.split()[-1]) * 1024
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def memory_limit(spawn: bool) -> int | None:
+    """RLIMIT_AS for each run: the no-op baseline plus the allowance (None: no baseline, no limit)."""
+    baseline = noop_address_space(spawn)
+    return None if baseline is None else baseline + MEMORY_ALLOWANCE
+
+
+def _limit_memory(limit: int | None) -> None:
+    if limit is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 class Runner:
@@ -692,10 +731,9 @@ class Runner:
         self.work, self.spawn = work, spawn
         if not spawn:  # import once; children start with charrnn and torch loaded (no torch op runs here)
             sys.path.insert(0, str(ROOT))
-            import charrnn.cli  # noqa: F401
-            import charrnn.evaluation  # noqa: F401
-            import charrnn.sampling.sampler  # noqa: F401
-            import charrnn.training.loop  # noqa: F401
+            for module in NOOP_IMPORTS:
+                importlib.import_module(module)
+        self.memory_limit = memory_limit(spawn)
 
     def run(self, args: list[str], timeout: float = TIMEOUT) -> Outcome:
         err_path = self.work / "stderr.txt"
@@ -703,7 +741,7 @@ class Runner:
         with open(err_path, "wb") as err, open(os.devnull, "wb") as out:
             if self.spawn:
                 proc = subprocess.Popen(charrnn_command(*args), stdout=out, stderr=err, cwd=self.work,
-                                        preexec_fn=_limit_memory,
+                                        preexec_fn=lambda: _limit_memory(self.memory_limit),
                                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
                 pid = proc.pid
             else:
@@ -721,7 +759,7 @@ class Runner:
             os.dup2(out_fd, 1)
             os.dup2(err_fd, 2)
             os.chdir(self.work)
-            _limit_memory()
+            _limit_memory(self.memory_limit)
             from charrnn.cli import main
             main(args)
             code = 0
@@ -846,7 +884,8 @@ def campaign(seconds: float, seed: int, out: Path, spawn: bool = False, max_muta
                     log(f"FAILURE {fmt} {name} [{verdict}] {what}: {outcome.err.strip().splitlines()[-1:]}")
             shutil.rmtree(slot, ignore_errors=True)
         report = {"seed": seed, "seconds": round(time.monotonic() - start, 1), "mode": "spawn" if spawn else "fork",
-                  "memory_limit_gb": MEMORY_LIMIT / 2 ** 30,
+                  "memory_limit_gb": runner.memory_limit and round(runner.memory_limit / 2 ** 30, 2),
+                  "memory_allowance_gb": MEMORY_ALLOWANCE / 2 ** 30,
                   "formats": {fmt: {"mutants": s.mutants, "runs": s.runs, "clean": s.verdicts.get("clean", 0),
                                     "accepted": s.verdicts.get("accepted", 0),
                                     "failures": s.runs - s.verdicts.get("clean", 0) - s.verdicts.get("accepted", 0),
@@ -862,7 +901,7 @@ def campaign(seconds: float, seed: int, out: Path, spawn: bool = False, max_muta
 
 def print_report(report: dict) -> None:
     print(f"\nfuzzed {report['seconds']} s (seed {report['seed']}, {report['mode']} mode, "
-          f"RLIMIT_AS {report['memory_limit_gb']:g} GB)")
+          f"RLIMIT_AS {report['memory_limit_gb'] or 'none'} GB: a no-op run plus {report['memory_allowance_gb']:g})")
     print(f"{'format':8}{'mutants':>9}{'runs':>7}{'clean':>8}{'accepted':>10}{'failures':>10}")
     for fmt, s in report["formats"].items():
         print(f"{fmt:8}{s['mutants']:>9}{s['runs']:>7}{s['clean']:>8}{s['accepted']:>10}{s['failures']:>10}")

@@ -76,6 +76,11 @@ def train_tiny(dataset, directory: Path, name: str = "checkpoint", **options):
                     "quiet": True, **options})
 
 
+def train_two_layers(dataset, directory: Path, name: str = "cp", **options):
+    """The shared tiny model with two layers (per-layer statistics need more than one)."""
+    return train_tiny(dataset, directory, name, **{"num_layers": 2, **options})
+
+
 @pytest.fixture
 def tiny_train(dataset, tmp_path):
     """``tiny_train(name="checkpoint", **options)``: train the tiny model into this test's directory."""

@@ -90,3 +90,19 @@ def test_both_batch_sources_follow_one_protocol(dataset):
         source.close()
         source.close()  # closing twice is harmless
     assert np.array_equal(streamed.batch(3)[1], memory.batch(3)[1])  # a closed stream reopens on demand
+
+
+def test_each_cell_type_has_its_module_layout_and_state():
+    """The one list of cell types (config.MODEL_TYPES) is what the model, the layout and the checkpoint
+    schema all serve: a new entry without a module or gate count fails here."""
+    from charrnn.config import GATES, MODEL_TYPES
+    from charrnn.layout import state_count, state_shapes
+    from charrnn.model import CELLS
+
+    assert tuple(CELLS) == MODEL_TYPES == tuple(GATES)
+    for kind in MODEL_TYPES:
+        config = ModelConfig(11, kind, 4, 6, 2)
+        model = CharRNN(config)
+        assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == state_shapes(config)
+        _, state = model(torch.zeros(1, 3, dtype=torch.long))
+        assert len(state) == state_count(kind)

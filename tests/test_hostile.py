@@ -258,8 +258,13 @@ def test_t7_reads_without_torch(tmp_path):
     assert out.stdout.split() == ["False"]
 
 
-# -- 6. JSON vocabularies ----------------------------------------------------------------------------------
+# -- 6. JSON vocabularies: broken by mistake or built to hurt ------------------------------------------------
 @pytest.mark.parametrize("text,fragment", [
+    ("{not json", "not valid json"),
+    ('{"token_to_idx": {"a": 1}}', "idx_to_token"),
+    ('{"idx_to_token": {"1": "a", "3": "b"}}', "without gaps"),
+    ('{"idx_to_token": {"1": "ab"}}', "neither one character"),
+    ("[1, 2]", "not a torch-rnn vocabulary"),
     ("[" * 100_000 + "]" * 100_000, "not valid json"),
     ('{"idx_to_token": {"1": "a"}, "x": ' + "9" * 5000 + "}", "not valid json"),
     ('{"idx_to_token": {"1": "a", "2.5": "b"}}', "integers"),
@@ -269,7 +274,7 @@ def test_t7_reads_without_torch(tmp_path):
     ('{"idx_to_token": {"1": 5}}', "string"),
     ('{"idx_to_token": {"1": "a"}, "token_to_idx": NaN}', "not valid json"),
 ])
-def test_hostile_vocabularies(cli, dataset, tmp_path, text, fragment):
+def test_broken_and_hostile_vocabularies_are_refused(cli, dataset, tmp_path, text, fragment):
     h5, _ = dataset
     bad = tmp_path / "bad.json"
     bad.write_text(text)

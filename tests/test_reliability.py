@@ -147,21 +147,6 @@ def test_unreadable_file(cli, tmp_path):
     assert_one_line_error(cli("preprocess", "--input-txt", path), "not readable")
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ("{not json", "not valid json"),
-    ('{"token_to_idx": {"a": 1}}', "idx_to_token"),
-    ('{"idx_to_token": {"1": "a", "3": "b"}}', "without gaps"),
-    ('{"idx_to_token": {"1": "ab"}}', "neither one character"),
-    ("[1, 2]", "not a torch-rnn vocabulary"),
-])
-def test_broken_json(cli, dataset, tmp_path, content, fragment):
-    h5, _ = dataset
-    bad = tmp_path / "bad.json"
-    bad.write_text(content)
-    result = cli("train", "--input-h5", h5, "--input-json", bad, "--gpu", "-1", "--checkpoint-name", tmp_path / "c")
-    assert_one_line_error(result, fragment)
-
-
 def _h5(tmp_path, **datasets):
     path = tmp_path / "bad.h5"
     with h5py.File(path, "w") as f:

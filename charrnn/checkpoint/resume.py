@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
-from ..layout import parameter_shapes
+from ..layout import parameter_shapes, state_count
 from .values import MAX_INT, Fail, array_info, check_plain, float_array, is_int, is_number
 
 MAX_HISTORY = 20_000_000  # numbers in the resume histories, counting every reference
@@ -97,7 +97,7 @@ def _hidden_state(fail, state, config: ModelConfig) -> None:
     where = "train_state.state"
     if state is None:
         return
-    count = 2 if config.model_type == "lstm" else 1
+    count = state_count(config.model_type)
     if not isinstance(state, (list, tuple)) or len(state) != count:
         raise fail(where, f"must be a list of {count} tensor(s) for an {config.model_type}")
     rows = None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import CharRNNError, CorruptFile
-from ..layout import CELL_TYPES, LIMITS, is_integer, state_shapes
+from ..layout import LIMITS, MODEL_TYPES, is_integer, state_shapes
 from ..vocab import Vocabulary
 from .resume import validate_train_state
 from .values import Fail, array_info, check_plain, float_array, is_int, is_number
@@ -54,8 +54,8 @@ def _model_config(fail, data) -> ModelConfig:
     for name, high in LIMITS.items():
         if name in data and not (is_int(data[name]) and 1 <= data[name] <= high):
             raise fail(f"model_config.{name}", f"must be a whole number in 1..{high} (found {data[name]!r:.40})")
-    if "model_type" in data and data["model_type"] not in CELL_TYPES:
-        raise fail("model_config.model_type", f"must be one of {', '.join(CELL_TYPES)} (found {data['model_type']!r:.40})")
+    if "model_type" in data and data["model_type"] not in MODEL_TYPES:
+        raise fail("model_config.model_type", f"must be one of {', '.join(MODEL_TYPES)} (found {data['model_type']!r:.40})")
     dropout = data.get("dropout", 0.0)
     if not (is_number(dropout) and 0 <= dropout < 1):
         raise fail("model_config.dropout", f"must be a number in [0, 1) (found {dropout!r:.40})")

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptFile
-from ..layout import LIMITS
+from ..config import ModelConfig
+from ..layout import GATES, LIMITS, NORM_PARTS, norm_key, rnn_key
 from .arrays import MAX_RANK, Budget, FormatError, strided_copy
 
 NIL, NUMBER, STRING, TABLE, TORCH, BOOLEAN, FUNCTION, RECUR_FUNCTION, LEGACY_RECUR_FUNCTION = range(9)
@@ -218,7 +219,7 @@ def _lstm_gates_to_pytorch(matrix: np.ndarray, H: int) -> np.ndarray:
 
 def _convert_rnn(f: _Fields, kind: str, input_size: int, H: int) -> dict:
     weight, bias = f.array("weight"), f.array("bias")
-    gates = 4 if kind == "lstm" else 1
+    gates = GATES[kind]
     if weight.shape != (input_size + H, gates * H) or bias.shape != (gates * H,):
         raise f.fail("weight", f"has shape {weight.shape}, which does not fit input {input_size} and {H} units")
     if kind == "lstm":
@@ -270,7 +271,7 @@ def _weights(path: Path, net: _Fields, config: dict) -> dict:
         elif name in ("nn.LSTM", "nn.VanillaRNN"):
             rnns.append(_convert_rnn(f, "lstm" if name == "nn.LSTM" else "rnn", D if not rnns else H, H))
         elif name == "nn.BatchNormalization":
-            norms.append({k: f.array(k) for k in ("weight", "bias", "running_mean", "running_var")})
+            norms.append({k: f.array(k) for k in NORM_PARTS if k != "num_batches_tracked"})
         elif name == "nn.Linear":
             state["head.weight"], state["head.bias"] = f.array("weight"), f.array("bias")
         elif name not in ("nn.View", "nn.Dropout"):
@@ -279,13 +280,14 @@ def _weights(path: Path, net: _Fields, config: dict) -> dict:
     if len(rnns) != L or len(norms) != (L if config["batchnorm"] else 0):
         raise CorruptFile(path, f"torch-rnn checkpoint: the network holds {len(rnns)} recurrent and {len(norms)} "
                                 f"batch-norm layers, which does not match num_layers={L}")
+    layout = ModelConfig(**config)
     for k, layer in enumerate(rnns):
-        for key, value in layer.items():
-            state[f"rnns.{k}.{key}_l0" if config["batchnorm"] else f"rnns.0.{key}_l{k}"] = np.ascontiguousarray(value)
+        for part, value in layer.items():
+            state[rnn_key(layout, k, part)] = np.ascontiguousarray(value)
     for k, norm in enumerate(norms):
-        for key, value in norm.items():
-            state[f"norms.{k}.{key}"] = value
-        state[f"norms.{k}.num_batches_tracked"] = np.array(0, dtype=np.int64)
+        for part, value in norm.items():
+            state[norm_key(k, part)] = value
+        state[norm_key(k, "num_batches_tracked")] = np.array(0, dtype=np.int64)  # Lua's has no counter
     return state
 
 

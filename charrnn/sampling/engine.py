@@ -33,6 +33,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import CharRNNError, InvalidInput
+from ..layout import GATES, MODEL_TYPES, RNN_PARTS, norm_key, rnn_key
 
 if TYPE_CHECKING:
     from ..model import CharRNN
@@ -114,26 +115,17 @@ def numpy_weights(model: "CharRNN") -> dict[str, np.ndarray]:
 
 def _layer_weights(config: ModelConfig, sd: dict) -> list[list[np.ndarray]]:
     """[W_ih, W_hh, b_ih, b_hh] per layer, whatever the module layout."""
-    if config.batchnorm:
-        key = lambda l, name: f"rnns.{l}.{name}_l0"  # noqa: E731
-    else:
-        key = lambda l, name: f"rnns.0.{name}_l{l}"  # noqa: E731
     try:
-        return [[sd[key(l, n)] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                for l in range(config.num_layers)]
+        return [[sd[rnn_key(config, l, part)] for part in RNN_PARTS] for l in range(config.num_layers)]
     except KeyError as exc:
         raise CharRNNError(f"the weights lack {exc.args[0]!r} for a {config.model_type} model") from None
 
 
 def _batchnorm_affine(sd: dict, layer: int, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Scale and shift of a batch-norm layer in eval mode: BN(h) = h * s + t."""
-    p = f"norms.{layer}."
-    s = sd[p + "weight"] / np.sqrt(sd[p + "running_var"] + eps)
-    return s, sd[p + "bias"] - sd[p + "running_mean"] * s
-
-
-KINDS = {"lstm": 0, "gru": 1, "rnn": 2}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+    w, b, mean, var = (sd[norm_key(layer, part)] for part in ("weight", "bias", "running_mean", "running_var"))
+    s = w / np.sqrt(var + eps)
+    return s, b - mean * s
 
 
 class PreparedModel:
@@ -149,8 +141,8 @@ class PreparedModel:
     def __init__(self, config: ModelConfig, weights: dict) -> None:
         sd = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items() if not k.endswith("num_batches_tracked")}
         self.kind, self.H, self.L = config.model_type, config.rnn_size, config.num_layers
-        if self.kind not in KINDS:
-            raise CharRNNError(f"unknown model type {self.kind!r}")
+        if self.kind not in GATES:
+            raise InvalidInput("model_type", f"must be one of {', '.join(MODEL_TYPES)} (got {self.kind!r})")
         H, L, G = self.H, self.L, GATES[self.kind]
         self.G = G
         layers = _layer_weights(config, sd)

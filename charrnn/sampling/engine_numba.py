@@ -17,6 +17,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ..layout import MODEL_TYPES
 from . import panels
 
 TILE = 8
@@ -26,7 +27,7 @@ FM = {"contract"}  # fused multiply-add, no reassociation: sums keep their order
 JIT = dict(cache=True, fastmath=FM, error_model="numpy")
 F32_HALF = np.float32(0.5)
 GAMMA, MIX1, MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-KIND = {"lstm": 0, "gru": 1, "rnn": 2}
+KIND = {kind: code for code, kind in enumerate(MODEL_TYPES)}  # the kernels' codes: 0 lstm, 1 gru, 2 rnn
 
 
 def _tune() -> bool:

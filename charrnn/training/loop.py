@@ -23,7 +23,7 @@ from ..checkpoint import (Checkpoint, CheckpointName, checkpoint_stem, existing_
 from ..checkpoint.names import best_of_run
 from ..data import BatchSource, InMemoryBatches, open_batches, split_sizes
 from ..device import describe, select_device
-from ..errors import CharRNNError, Diverged, InvalidInput, Unsupported
+from ..errors import CharRNNError, Diverged, InvalidInput, Unsupported, opt
 from ..model import CharRNN, parameter_groups
 from .options import TrainConfig, resolve_train_config
 from ..precision import describe_precision, resolve_precision
@@ -138,7 +138,7 @@ class Run:
     def diverged(self, i: int, why: str) -> Diverged:
         last = self.last_checkpoint
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
-        return Diverged(i, f"training diverged at iteration {i}: {why}; {where}. Try a lower --learning-rate")
+        return Diverged(i, f"training diverged at iteration {i}: {why}; {where}. Try a lower {opt('learning_rate')}")
 
 
 def setup(config: TrainConfig, log: Callable[[str], None] = print, started: float | None = None) -> Run:
@@ -177,8 +177,9 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print, started: floa
     set_learning_rate(run.optimizer, run.lr)
     run.total = run.max_total = config.max_iters or config.max_epochs * run.num_train
     if run.start >= run.total:
-        raise CharRNNError(f"nothing to do: the checkpoint is at iteration {run.start} and the run ends at "
-                           f"{run.total} (raise --max-epochs or --max-iters)")
+        field = "max_iters" if config.max_iters else "max_epochs"
+        raise InvalidInput(field, f"{getattr(config, field)} ends the run at iteration {run.total}, but the "
+                                  f"checkpoint is at iteration {run.start}: nothing to do (raise it)")
     if isinstance(train, InMemoryBatches):  # a small split lives on the device whole
         run._on_device = (torch.from_numpy(train.inputs).to(device), torch.from_numpy(train.targets).to(device))
     return run
@@ -191,9 +192,9 @@ def _check_checkpoint_name(cfg: TrainConfig) -> None:
         return
     found = [p for p in existing_checkpoints(cfg.checkpoint_name) if not cfg.resume or p != Path(cfg.resume)]
     if found:
-        raise CharRNNError(
-            f"{found[-1]} already exists: use --resume {found[-1]} to continue that run, another "
-            "--checkpoint-name, or --overwrite to replace it")
+        raise InvalidInput("checkpoint_name", f"{cfg.checkpoint_name} is taken: {found[-1]} already exists; use "
+                                              f"{opt('resume')} {found[-1]} to continue that run, another name, "
+                                              f"or {opt('overwrite')} to replace it")
 
 
 def _device(cfg: TrainConfig, world: distributed.World) -> torch.device:
@@ -216,7 +217,7 @@ def _load_data(cfg: TrainConfig, vocab: Vocabulary, world: distributed.World, lo
     train = batches("train")
     if train is None:
         raise InvalidInput("seq_length", f"is too long for the train split of only {sizes['train']:,} tokens: too few "
-                                         "for one sequence; use a longer corpus or a smaller --seq-length")
+                                         "for one sequence; use a longer corpus or a smaller one")
     if world.distributed:
         if train.batch_size != streams:
             raise InvalidInput("batch_size", f"{cfg.batch_size} is too large: the train split is too short for "
@@ -238,7 +239,7 @@ def _source_checkpoint(cfg: TrainConfig, vocab: Vocabulary) -> Checkpoint | None
         raise InvalidInput("input_json", f"{cfg.input_json} is a different vocabulary than the one {source.path} "
                                          "was trained with")
     if cfg.resume and not source.train_state:
-        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
+        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use {opt('init_from')} instead")
     return source
 
 
@@ -355,7 +356,8 @@ class Trainer:
             events.emit("end", exc.iteration, "diverged")
             raise
         except torch.OutOfMemoryError:
-            raise Unsupported(f"out of memory on {describe(run.device)} (try a smaller --batch-size or --rnn-size)") from None
+            raise Unsupported(f"out of memory on {describe(run.device)} "
+                              f"(try a smaller {opt('batch_size')} or {opt('rnn_size')})") from None
         finally:
             events.close()
             for batches in (run.train_batches, run.val_batches):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
-from ..errors import InvalidInput
+from ..errors import InvalidInput, opt
 from .schedules import SCHEDULES
 
 
@@ -135,10 +135,11 @@ class TrainConfig:
         """Raise :class:`InvalidInput` naming the first option with a bad value."""
         check_fields(self)
         if self.batchnorm and self.batch_size * self.seq_length < 2:
-            raise InvalidInput("batchnorm", "needs more than one position per batch (--batch-size x --seq-length >= 2)")
+            raise InvalidInput("batchnorm", "needs more than one position per batch "
+                                            f"({opt('batch_size')} x {opt('seq_length')} >= 2)")
         for name in INPUT_PATHS:
             if not getattr(self, name):
-                raise InvalidInput(name, "is required (or --resume a checkpoint)")
+                raise InvalidInput(name, f"is required (or {opt('resume')} a checkpoint)")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size, self.model_type, self.wordvec_size, self.rnn_size,
@@ -235,7 +236,7 @@ def _auto_recipe(explicit: dict[str, Any], preset: str | None) -> bool:
         return False
     if preset == "auto":
         if not explicit.get("time_budget"):
-            raise InvalidInput("preset", "auto needs --time-budget (the recipe is chosen for the time it has)")
+            raise InvalidInput("preset", f"auto needs {opt('time_budget')} (the recipe is chosen for the time it has)")
         return True
     return preset is None and bool(explicit.get("time_budget")) and not any(k in explicit for k in ARCHITECTURE)
 
@@ -246,7 +247,7 @@ def _resumed_options(explicit: dict[str, Any], log: Callable[[str], None]) -> di
     source = load_checkpoint(explicit["resume"], newest=True)
     saved = source.train_state.get("config") if source.train_state else None
     if not saved:
-        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use --init-from instead")
+        raise InvalidInput("resume", f"{source.path} holds no training state to resume; use {opt('init_from')} instead")
     saved = check_options(source.path, saved, TrainConfig)  # known options, each of its type
     options = {k: v for k, v in saved.items() if k not in OUTPUT_PATHS + INPUT_PATHS}
     for name in INPUT_PATHS:

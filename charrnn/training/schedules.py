@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import InvalidInput
+
 SCHEDULES = ("step", "cosine", "constant")
 
 
@@ -27,7 +29,7 @@ def learning_rate(i: int, base: float, total: int, num_train: int, schedule: str
     elif schedule == "constant":
         lr = base
     else:
-        raise ValueError(f"unknown schedule {schedule!r}")
+        raise InvalidInput("lr_schedule", f"must be one of {', '.join(SCHEDULES)} (got {schedule!r})")
     if warmup_iters and i <= warmup_iters:
         lr *= i / warmup_iters
     return max(lr, min_lr) if schedule != "step" else lr

@@ -19,7 +19,7 @@ import torch
 
 from ..checkpoint import existing_checkpoints
 from ..device import describe
-from ..errors import CharRNNError, Unsupported
+from ..errors import CharRNNError, Unsupported, opt
 from .progress import LOG2E, Progress
 
 
@@ -73,7 +73,7 @@ class DivergenceGuard:
             raise self.run.diverged(step.i, f"the loss is {step.loss}")
         if factor and step.loss > factor * first:
             raise self.run.diverged(step.i, f"the loss {step.loss:.3f} exceeds {factor:g}x its starting value "
-                                            f"{first:.3f} (--max-loss-factor 0 disables this check)")
+                                            f"{first:.3f} ({opt('max_loss_factor')} 0 disables this check)")
 
     def on_evaluation(self, i: int, val_loss: float) -> None:
         if not math.isfinite(val_loss):
@@ -168,7 +168,8 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise Unsupported("--tensorboard needs the tensorboard package: pip install 'charrnn[tensorboard]'") from None
+            raise Unsupported(f"{opt('tensorboard')} needs the tensorboard package: "
+                              "pip install 'charrnn[tensorboard]'") from None
         self.writer = SummaryWriter(run.config.tensorboard)
 
     def on_step(self, step) -> None:
