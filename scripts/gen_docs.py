@@ -98,6 +98,7 @@ def default_text(param: click.Parameter) -> str:
 
 
 def flag_text(param: click.Parameter) -> str:
+    """How a parameter is spelled: its flags, or an argument's name."""
     if isinstance(param, click.Argument):
         return f"`{param.human_readable_name}`" + (" ..." if param.nargs == -1 else "")
     return ", ".join(f"`{o}`" for o in sorted(param.opts + param.secondary_opts, key=len))
@@ -148,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{FLAGS_MD.relative_to(ROOT)} is stale: run {REGENERATE}", file=sys.stderr)
             return 1
         return 0
-    FLAGS_MD.parent.mkdir(exist_ok=True)
-    tmp = FLAGS_MD.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(FLAGS_MD)
+    from charrnn.fileio import atomic_write
+
+    with atomic_write(FLAGS_MD, "w") as f:
+        f.write(text)
     print(f"wrote {FLAGS_MD.relative_to(ROOT)}")
     return 0
 
