@@ -54,3 +54,31 @@ def render_page(model: ExportModel, weights: str = "fp32") -> str:
     for marker in ("@@STYLE@@", "@@ENGINE@@", "@@PAGE@@", "@@TITLE@@", "@@MODEL@@", "@@WEIGHTS@@"):
         page = page.replace(marker, parts[marker])  # the model and weights last: nothing is searched inside them
     return page
+
+
+def rounded(prepared, dtype: str = "fp16"):
+    """A copy of the prepared model with every array rounded as the page stores it (its arithmetic stays float32)."""
+    import copy
+
+    out = copy.copy(prepared)
+    if dtype == "fp16":
+        for name in ARRAYS:
+            setattr(out, name, np.ascontiguousarray(getattr(prepared, name).astype(np.float16).astype(np.float32)))
+    return out
+
+
+def text_loss(prepared, tokens: np.ndarray, fp16: bool = False) -> float:
+    """Mean cross-entropy (nats/char) of predicting each of ``tokens`` (0-based) from the ones before it,
+    with the page's weights (``fp16``: as ``--weights fp16`` stores them); the check behind ``--weights fp16``."""
+    from ..sampling.engine import Engine, SamplingParams
+
+    model = rounded(prepared) if fp16 else prepared
+    V = model.vocab_size
+    engine = Engine(None, model, 1, "numpy")
+    slot = engine.open(SamplingParams(seed=0, logprobs=V))
+    total = 0.0
+    for prev, nxt in zip(tokens[:-1], tokens[1:]):
+        engine.feed([slot], [prev])
+        _, steps = engine.sample([slot])
+        total -= dict(steps[0].top)[int(nxt)]
+    return total / max(1, len(tokens) - 1)

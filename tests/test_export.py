@@ -1,0 +1,339 @@
+"""``charrnn export``: the one-file page in a real browser (Debian's chromium through Playwright) and the ONNX graph.
+
+Browser tests skip when chromium or Playwright is absent; ONNX tests skip without onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charrnn.export import load_export_model
+from charrnn.sampling.engine import Engine, SamplingParams
+from charrnn.sampling.sampler import Sampler
+
+from .conftest import assert_one_line_error
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+TEXT = ("The quick brown fox jumps over the lazy dog. Then it sleeps in the warm sun, and the dog "
+        "watches it: quick, brown, lazy; a fox and a dog!\n")
+CELLS = [("lstm", 2, True), ("gru", 2, False), ("rnn", 1, False)]
+
+
+def make_model(directory: Path, kind: str, layers: int, batchnorm: bool, scale: float = 2.0) -> Path:
+    """A small random model, its weights scaled up so that its distributions are far from uniform."""
+    import torch
+
+    from charrnn.checkpoint import save_checkpoint
+    from charrnn.config import ModelConfig
+    from charrnn.model import CharRNN
+    from charrnn.vocab import Vocabulary
+
+    vocab = Vocabulary(tuple(sorted(set(map(ord, TEXT)))))
+    torch.manual_seed(len(kind) + layers)
+    model = CharRNN(ModelConfig(len(vocab), kind, 8, 24, layers, 0.0, batchnorm))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+        for name, buf in model.named_buffers():  # batch norm statistics that fold into something visible
+            if name.endswith("running_mean"):
+                buf.uniform_(-0.3, 0.3)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+    return save_checkpoint(directory / kind, 7, model.eval(), vocab, {"val_loss_history": [2.25]})
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("export-models")
+    return {kind: make_model(d, kind, layers, bn) for kind, layers, bn in CELLS}
+
+
+@pytest.fixture(scope="module")
+def pages(models, tmp_path_factory) -> dict[str, Path]:
+    from charrnn.export import export
+
+    d = tmp_path_factory.mktemp("export-pages")
+    return {kind: export(path, d / f"{kind}.html") for kind, path in models.items()}
+
+
+def reference(checkpoint: Path, req: dict) -> str:
+    """What ``charrnn sample --seed`` continues after the prompt (the server's completion text)."""
+    sampler = Sampler.from_checkpoint(checkpoint, backend="numpy")
+    prompt = req.get("prompt", "")
+    text = sampler.complete(len(prompt) + req["max_tokens"], prompt, temperature=req["temperature"], seed=req["seed"],
+                            top_k=req.get("top_k", 0), top_p=req.get("top_p", 1.0), stop=req.get("stop", ()))
+    return text[len(prompt):]
+
+
+def engine_logprobs(checkpoint: Path, text: str) -> np.ndarray:
+    """The engine's next-token log-probabilities after each character of ``text``: (len(text), V)."""
+    m = load_export_model(checkpoint)
+    V = m.prepared.vocab_size
+    engine = Engine(m.config, m.prepared, 1, "numpy")
+    slot = engine.open(SamplingParams(seed=0, logprobs=V))
+    out = np.zeros((len(text), V))
+    for i, t in enumerate(m.vocab.encode(text) - 1):
+        engine.feed([slot], [t])
+        _, steps = engine.sample([slot])
+        for token, lp in steps[0].top:
+            out[i, token] = lp
+    return out
+
+
+# -- the command line -------------------------------------------------------------------------------
+def test_cli_writes_a_page_and_refuses_to_clobber(cli, models, tmp_path):
+    out = tmp_path / "m.html"
+    r = cli("export", "--checkpoint", models["lstm"], "-o", out)
+    assert r.code == 0 and "wrote" in r.out
+    page = out.read_text(encoding="utf-8")
+    assert "window.charrnn" in page and "new Worker" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # no CDN, nothing remote
+    before = out.read_bytes()
+    assert_one_line_error(cli("export", "--checkpoint", models["gru"], "-o", out), "--overwrite")
+    assert out.read_bytes() == before
+    assert cli("export", "--checkpoint", models["gru"], "-o", out, "--overwrite").code == 0
+    assert out.read_bytes() != before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.html"]  # no temporary left behind
+
+
+def test_cli_errors_are_one_line(cli, models, tmp_path):
+    assert_one_line_error(cli("export", "--checkpoint", tmp_path / "nope.pt", "-o", tmp_path / "a.html"), "not found")
+    bad = tmp_path / "bad_1.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    assert_one_line_error(cli("export", "--checkpoint", bad, "-o", tmp_path / "a.html"))
+    assert_one_line_error(cli("export", "--checkpoint", models["rnn"], "--format", "tflite", "-o", tmp_path / "a"),
+                          "--format")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cli("export", "--checkpoint", tmp_path / "empty", "-o", tmp_path / "a.html"), "no checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_1.pt", "empty"]
+
+
+def test_an_interrupted_write_leaves_the_old_file(models, tmp_path, monkeypatch):
+    from charrnn.export import export, html
+
+    out = tmp_path / "m.html"
+    out.write_text("old", encoding="utf-8")
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(html, "render_page", broken)
+    with pytest.raises(KeyboardInterrupt):
+        export(models["lstm"], out, overwrite=True)
+    assert out.read_text(encoding="utf-8") == "old" and [p.name for p in tmp_path.iterdir()] == ["m.html"]
+
+
+def test_page_size_and_fp16_halves_the_weights(tmp_path):
+    """A 2x128 LSTM page stays under 1.5 MB; fp16 halves the weights and keeps the loss within 0.5 %."""
+    from charrnn.export import export
+
+    text = TEXT * 3
+    ckpt = make_model(tmp_path, "lstm", 2, False, scale=1.0)
+    import torch
+
+    from charrnn.checkpoint import save_checkpoint
+    from charrnn.config import ModelConfig
+    from charrnn.model import CharRNN
+    from charrnn.vocab import Vocabulary
+
+    vocab = Vocabulary(tuple(range(32, 127)))
+    torch.manual_seed(0)
+    big = save_checkpoint(tmp_path / "big", 1, CharRNN(ModelConfig(len(vocab), "lstm", 64, 128, 2)).eval(), vocab, {})
+    full, half = export(big, tmp_path / "full.html"), export(big, tmp_path / "half.html", weights="fp16")
+    assert full.stat().st_size <= 1.5e6
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    from charrnn.export.html import text_loss
+    m = load_export_model(ckpt)
+    tokens = m.vocab.encode(text) - 1
+    fp32, fp16 = text_loss(m.prepared, tokens), text_loss(m.prepared, tokens, fp16=True)
+    assert fp16 != fp32 and abs(fp16 - fp32) <= 0.005 * fp32
+
+
+# -- the page in a real browser -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("no chromium (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        except Exception as exc:
+            pytest.skip(f"chromium does not start: {str(exc).splitlines()[0]}")
+        yield b
+        b.close()
+
+
+def open_page(browser, path: Path, **context):
+    """The page from disk with the network off; returns (page, requests, errors)."""
+    ctx = browser.new_context(offline=True, **context)
+    page = ctx.new_page()
+    requests, errors = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.evaluate("window.charrnn.ready")
+    return page, requests, errors
+
+
+def until(page, condition: str, tries: int = 1200) -> None:
+    """Poll a JS condition (``wait_for_function`` would need eval, which the page's CSP forbids)."""
+    for _ in range(tries):
+        if page.evaluate(f"() => Boolean({condition})"):
+            return
+        page.wait_for_timeout(25)
+    raise AssertionError(f"never true: {condition}")
+
+
+def only_local(requests: list[str]) -> bool:
+    """The file itself and the worker's blob: URL, nothing else."""
+    return all(u.startswith(("file:", "blob:", "data:")) for u in requests)
+
+
+SAME_TEXT = [dict(prompt="The ", max_tokens=2000, temperature=0.9, seed=3),
+             dict(prompt="", max_tokens=2000, temperature=1.0, seed=4),
+             dict(prompt="a fox", max_tokens=2000, temperature=0, seed=1),
+             dict(prompt="the ", max_tokens=2000, temperature=1.1, top_k=4, seed=-5),
+             dict(prompt="dog", max_tokens=2000, temperature=1.3, top_p=0.85, seed=2**63 + 12345),
+             dict(prompt="The ", max_tokens=2000, temperature=1.0, seed=8, stop=["dog"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", [c[0] for c in CELLS])
+def test_page_gives_the_samplers_text(browser, pages, models, kind):
+    page, requests, errors = open_page(browser, pages[kind])
+    info = page.evaluate("window.charrnn.info()")
+    assert info["id"] == models[kind].stem and info["iteration"] == 7 and info["val_loss"] == 2.25
+    assert info["architecture"]["model_type"] == kind
+    for req in SAME_TEXT:
+        got = page.evaluate("r => window.charrnn.complete(r)", {**req, "seed": str(req["seed"])})
+        want = reference(models[kind], req)
+        assert got["text"] == want, (kind, req)
+        assert got["finish_reason"] == ("stop" if req.get("stop") and len(want) < 2000 else "length")
+    assert not errors and only_local(requests), (errors, requests)
+
+
+@pytest.mark.slow
+def test_page_probabilities_match_the_engine(browser, pages, models):
+    text = (TEXT * 5)[:500]
+    for kind in ("lstm", "gru", "rnn"):
+        page, _, _ = open_page(browser, pages[kind])
+        got = np.exp(np.array(page.evaluate("t => window.charrnn.logprobs(t)", text)))
+        want = np.exp(engine_logprobs(models[kind], text))
+        assert got.shape == want.shape == (500, len(set(TEXT)))
+        assert np.abs(got - want).max() < 1e-5, kind
+
+
+@pytest.mark.slow
+def test_page_rejects_bad_fields(browser, pages):
+    page, _, _ = open_page(browser, pages["rnn"])
+    for req, word in [({"prompt": "€"}, "prompt"), ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
+                      ({"max_tokens": 0}, "max_tokens"), ({"seed": "x"}, "seed"), ({"stop": [""]}, "stop")]:
+        message = page.evaluate("r => window.charrnn.complete(r).then(() => 'ok', e => e.message)", req)
+        assert word in message, (req, message)
+
+
+@pytest.mark.slow
+def test_worker_keeps_the_page_responsive_and_stop_stops(browser, pages):
+    page, requests, errors = open_page(browser, pages["lstm"], viewport={"width": 1400, "height": 900})
+    page.evaluate("""() => { window.beats = 0; window.runningBeats = 0;
+        setInterval(() => { window.beats++; if (document.body.dataset.state === 'running') window.runningBeats++; }, 20); }""")
+    page.fill("#length", "100000")
+    page.fill("#seed", "5")
+    page.click("#go")
+    until(page, "document.body.dataset.state === 'running'")
+    # the main thread keeps answering while the worker generates
+    until(page, "window.runningBeats >= 5 && document.querySelector('.sample pre').textContent.length > 500")
+    assert page.evaluate("document.body.dataset.state") == "running"
+    page.click("#stop")
+    until(page, "document.body.dataset.state === 'done'")
+    shown = len(page.text_content(".sample pre"))
+    assert 500 < shown < 100_000
+    page.wait_for_timeout(200)
+    assert len(page.text_content(".sample pre")) == shown  # nothing more arrives after Stop
+    assert not errors and only_local(requests)
+
+
+@pytest.mark.slow
+def test_ui_samples_side_by_side_and_screenshots(browser, pages, models):
+    for name, viewport in (("export-page.png", {"width": 1600, "height": 1000}),
+                           ("export-phone.png", {"width": 390, "height": 844})):
+        page, requests, errors = open_page(browser, pages["lstm"], viewport=viewport, device_scale_factor=1)
+        page.fill("#prompt", "The ")
+        page.fill("#seed", "11")
+        page.fill("#length", "300")
+        page.fill("#samples", "2")
+        page.check("#colour")
+        page.click("#go")
+        until(page, "document.body.dataset.state === 'done'")
+        shown = page.eval_on_selector_all(".sample pre", "els => els.map(e => e.textContent)")
+        req = dict(prompt="The ", max_tokens=300, temperature=0.8)
+        assert shown == ["The " + reference(models["lstm"], {**req, "seed": 11 + j}) for j in range(2)]
+        assert page.eval_on_selector_all(".sample pre span[title]", "els => els.length") == 2 * 300
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+        assert "LSTM" in page.text_content("#about") and "iteration 7" in page.text_content("#about")
+        if os.environ.get("CHARRNN_SCREENSHOTS"):
+            page.screenshot(path=str(Path(os.environ["CHARRNN_SCREENSHOTS"]) / name))
+        assert not errors and only_local(requests)
+
+
+# -- ONNX ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def onnx_files(models, tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("onnx")
+    from charrnn.export import export
+
+    d = tmp_path_factory.mktemp("export-onnx")
+    return {kind: export(path, d / f"{kind}.onnx", format="onnx") for kind, path in models.items()}
+
+
+@pytest.mark.parametrize("kind", [c[0] for c in CELLS])
+def test_onnx_logits_match_the_engine(onnx_files, models, kind):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(onnx_files[kind]))
+    meta = session.get_modelmeta().custom_metadata_map
+    m = load_export_model(models[kind])
+    assert json.loads(meta["idx_to_token"]) == m.vocab.to_json_dict()["idx_to_token"]
+    size = int(meta["state_size"])
+    text = (TEXT * 2)[:200]
+    state, got = np.zeros((2, size), np.float32), []
+    for t in m.vocab.encode(text) - 1:  # a batch of two identical rows
+        logits, state = session.run(None, {"token": np.array([t, t]), "state": state})
+        assert np.array_equal(logits[0], logits[1])
+        z = logits[0].astype(np.float64) - logits[0].max()
+        got.append(z - np.log(np.exp(z).sum()))
+    assert np.abs(np.array(got) - engine_logprobs(models[kind], text)).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", [c[0] for c in CELLS])
+def test_onnx_argmax_decode_is_charrnn_sample_sample_0(onnx_files, models, cli, kind):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(onnx_files[kind]))
+    meta = session.get_modelmeta().custom_metadata_map
+    itos, size = json.loads(meta["idx_to_token"]), int(meta["state_size"])
+    token, state, out = np.array([0]), np.zeros((1, size), np.float32), [itos["1"]]  # --sample 0 starts at token 0
+    for _ in range(299):
+        logits, state = session.run(None, {"token": token, "state": state})
+        token = logits.argmax(axis=1)
+        out.append(itos[str(token[0] + 1)])
+    r = cli("sample", "--checkpoint", models[kind], "--sample", "0", "--length", "300")
+    assert r.code == 0 and r.out == "".join(out) + "\n"
+
+
+def test_docs_onnx_loop_runs(onnx_files, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    doc = (DOCS / "export.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    assert len(snippet.strip().splitlines()) <= 12
+    shutil.copy(onnx_files["lstm"], tmp_path / "speeches.onnx")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "docs/export.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert len(printed) == 201 and set(printed[:-1]) <= set(TEXT)
