@@ -38,22 +38,44 @@ function unpack(manifest, buffer) {  // named Float32Arrays out of the page's on
   return arrays;
 }
 
-// acc[j] = sum_i x[i] * W[i, j] for a row-major (K, N) matrix starting at W[w0]
-function matvec(acc, x, x0, K, W, w0, N) {
-  for (let i = 0; i < K; i++) {
-    const xi = x[x0 + i];
-    if (xi === 0) continue;
-    const r = w0 + i * N;
-    for (let j = 0; j < N; j++) acc[j] += xi * W[r + j];
+// The weights arrive as NumPy's row-major (K, N) matrices (x @ W); the engine keeps each one
+// transposed, (N, K), so that every output is one dot product over contiguous memory.
+function transpose(W, w0, K, N, count) {
+  const out = new Float32Array(K * N * count);
+  for (let m = 0; m < count; m++) {
+    const a = w0 + m * K * N, b = m * K * N;
+    for (let i = 0; i < K; i++) for (let j = 0; j < N; j++) out[b + j * K + i] = W[a + i * N + j];
+  }
+  return out;
+}
+
+// out[j] = bias[b0 + j] + sum_i x[x0 + i] * Wt[w0 + j*K + i], summed in float64, rounded to float32 once
+function affine(out, x, x0, K, Wt, w0, N, bias, b0) {
+  for (let j = 0; j < N; j++) {
+    const r = w0 + j * K;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
+    for (; i + 3 < K; i += 4) {
+      s0 += x[x0 + i] * Wt[r + i]; s1 += x[x0 + i + 1] * Wt[r + i + 1];
+      s2 += x[x0 + i + 2] * Wt[r + i + 2]; s3 += x[x0 + i + 3] * Wt[r + i + 3];
+    }
+    for (; i < K; i++) s0 += x[x0 + i] * Wt[r + i];
+    out[j] = Math.fround((s0 + s1) + (s2 + s3)) + bias[b0 + j];
   }
 }
 
 class Net {
   constructor(m, a) {
     Object.assign(this, { kind: m.kind, H: m.H, L: m.L, G: m.G, V: m.vocab_size }, a);
-    const GH = this.G * this.H;
-    this.acc = new Float64Array(Math.max(GH, this.V));
-    this.acc2 = new Float64Array(GH);
+    const H = this.H, L = this.L, GH = this.G * H;
+    if (this.kind === "gru") {
+      this.whh = transpose(a.whh, 0, H, GH, L);
+      this.wih = transpose(a.wih, 0, H, GH, L - 1);
+    } else {
+      this.whh0 = transpose(a.whh0, 0, H, GH, 1);
+      this.wcat = transpose(a.wcat, 0, 2 * H, GH, L - 1);
+    }
+    this.head_w = transpose(a.head_w, 0, H, this.V, 1);
+    this.gh = new Float32Array(GH);
     this.gates = new Float32Array(GH);
     this.scores = new Float32Array(this.V);
     this.w = new Float64Array(this.V);
@@ -62,20 +84,14 @@ class Net {
   state() { return { h: new Float32Array(this.L * this.H), c: new Float32Array(this.L * this.H) }; }
 
   feed(st, token) {  // one input token (0-based id): every layer, as engine._feed_numpy
-    const { H, L, G } = this, GH = G * H, acc = this.acc, a = this.gates, h = st.h, c = st.c;
+    const { H, L, G } = this, GH = G * H, a = this.gates, h = st.h, c = st.c;
     for (let l = 0; l < L; l++) {
       const own = l * H;
       if (this.kind === "gru") { this.gru(st, l, token); continue; }
       if (l === 0) {
-        acc.fill(0, 0, GH);
-        matvec(acc, h, 0, H, this.whh0, 0, GH);
-        const t0 = token * GH;
-        for (let j = 0; j < GH; j++) a[j] = Math.fround(acc[j]) + this.table0[t0 + j];
+        affine(a, h, 0, H, this.whh0, 0, GH, this.table0, token * GH);
       } else {
-        const b0 = (l - 1) * GH;
-        for (let j = 0; j < GH; j++) acc[j] = 0;
-        matvec(acc, h, (l - 1) * H, 2 * H, this.wcat, (l - 1) * 2 * H * GH, GH);
-        for (let j = 0; j < GH; j++) a[j] = Math.fround(acc[j]) + this.bias[b0 + j];
+        affine(a, h, (l - 1) * H, 2 * H, this.wcat, (l - 1) * 2 * H * GH, GH, this.bias, (l - 1) * GH);
       }
       if (this.kind === "rnn") { for (let j = 0; j < H; j++) h[own + j] = Math.tanh(a[j]); continue; }
       for (let j = 0; j < GH; j++) a[j] = Math.tanh(a[j]);
@@ -88,17 +104,10 @@ class Net {
   }
 
   gru(st, l, token) {
-    const { H } = this, GH = 3 * H, h = st.h, own = l * H, gx = this.gates, acc = this.acc, gh = this.acc2;
-    if (l === 0) {
-      gx.set(this.table0.subarray(token * GH, (token + 1) * GH));
-    } else {
-      acc.fill(0, 0, GH);
-      matvec(acc, h, (l - 1) * H, H, this.wih, (l - 1) * H * GH, GH);
-      for (let j = 0; j < GH; j++) gx[j] = Math.fround(acc[j]) + this.bih[(l - 1) * GH + j];
-    }
-    gh.fill(0);
-    matvec(gh, h, own, H, this.whh, l * H * GH, GH);
-    for (let j = 0; j < GH; j++) gh[j] = Math.fround(Math.fround(gh[j]) + this.bhh[l * GH + j]);
+    const { H } = this, GH = 3 * H, h = st.h, own = l * H, gx = this.gates, gh = this.gh;
+    if (l === 0) gx.set(this.table0.subarray(token * GH, (token + 1) * GH));
+    else affine(gx, h, (l - 1) * H, H, this.wih, (l - 1) * H * GH, GH, this.bih, (l - 1) * GH);
+    affine(gh, h, own, H, this.whh, l * H * GH, GH, this.bhh, l * GH);
     for (let j = 0; j < 2 * H; j++) gx[j] = Math.fround(0.5 * Math.fround(Math.tanh(Math.fround(0.5 * Math.fround(gx[j] + gh[j])))) + 0.5);
     for (let j = 0; j < H; j++) {
       const n = Math.fround(Math.tanh(Math.fround(gx[2 * H + j] + Math.fround(gx[j] * gh[2 * H + j]))));
@@ -107,10 +116,8 @@ class Net {
   }
 
   head(st) {  // float32 scores of the next token
-    const { H, L, V } = this, acc = this.acc;
-    acc.fill(0, 0, V);
-    matvec(acc, st.h, (L - 1) * H, H, this.head_w, 0, V);
-    for (let j = 0; j < V; j++) this.scores[j] = Math.fround(acc[j]) + this.head_b[j];
+    const { H, L, V } = this;
+    affine(this.scores, st.h, (L - 1) * H, H, this.head_w, 0, V, this.head_b, 0);
     return this.scores;
   }
 
