@@ -27,7 +27,8 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Then it sleeps in the warm
 CELLS = [("lstm", 2, True), ("gru", 2, False), ("rnn", 1, False)]
 
 
-def make_model(directory: Path, kind: str, layers: int, batchnorm: bool, scale: float = 2.0) -> Path:
+def make_model(directory: Path, kind: str, layers: int, batchnorm: bool, scale: float = 2.0,
+               byte_mode: bool = False) -> Path:
     """A small random model, its weights scaled up so that its distributions are far from uniform."""
     import torch
 
@@ -36,7 +37,10 @@ def make_model(directory: Path, kind: str, layers: int, batchnorm: bool, scale: 
     from charrnn.model import CharRNN
     from charrnn.vocab import Vocabulary
 
-    vocab = Vocabulary(tuple(sorted(set(map(ord, TEXT)))))
+    if byte_mode:  # bytes of UTF-8 text: a sample may cut a character, decoded with U+FFFD as the server does
+        vocab = Vocabulary(tuple(sorted(set(TEXT.encode() + "é€".encode()))), byte_mode=True)
+    else:
+        vocab = Vocabulary(tuple(sorted(set(map(ord, TEXT)))))
     torch.manual_seed(len(kind) + layers)
     model = CharRNN(ModelConfig(len(vocab), kind, 8, 24, layers, 0.0, batchnorm))
     with torch.no_grad():
@@ -47,13 +51,14 @@ def make_model(directory: Path, kind: str, layers: int, batchnorm: bool, scale: 
                 buf.uniform_(-0.3, 0.3)
             elif name.endswith("running_var"):
                 buf.uniform_(0.5, 2.0)
-    return save_checkpoint(directory / kind, 7, model.eval(), vocab, {"val_loss_history": [2.25]})
+    return save_checkpoint(directory / (kind + "-bytes" * byte_mode), 7, model.eval(), vocab, {"val_loss_history": [2.25]})
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("export-models")
-    return {kind: make_model(d, kind, layers, bn) for kind, layers, bn in CELLS}
+    out = {kind: make_model(d, kind, layers, bn) for kind, layers, bn in CELLS}
+    return {**out, "bytes": make_model(d, "lstm", 1, False, byte_mode=True)}
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +73,10 @@ def reference(checkpoint: Path, req: dict) -> str:
     """What ``charrnn sample --seed`` continues after the prompt (the server's completion text)."""
     sampler = Sampler.from_checkpoint(checkpoint, backend="numpy")
     prompt = req.get("prompt", "")
-    text = sampler.complete(len(prompt) + req["max_tokens"], prompt, temperature=req["temperature"], seed=req["seed"],
+    n = len(prompt.encode()) if sampler.vocab.byte_mode else len(prompt)
+    text = sampler.complete(n + req["max_tokens"], prompt, temperature=req["temperature"], seed=req["seed"],
                             top_k=req.get("top_k", 0), top_p=req.get("top_p", 1.0), stop=req.get("stop", ()))
-    return text[len(prompt):]
+    return text[n:].decode("utf-8", "replace") if sampler.vocab.byte_mode else text[n:]
 
 
 def engine_logprobs(checkpoint: Path, text: str) -> np.ndarray:
@@ -208,21 +214,22 @@ SAME_TEXT = [dict(prompt="The ", max_tokens=2000, temperature=0.9, seed=3),
              dict(prompt="a fox", max_tokens=2000, temperature=0, seed=1),
              dict(prompt="the ", max_tokens=2000, temperature=1.1, top_k=4, seed=-5),
              dict(prompt="dog", max_tokens=2000, temperature=1.3, top_p=0.85, seed=2**63 + 12345),
-             dict(prompt="The ", max_tokens=2000, temperature=1.0, seed=8, stop=["dog"])]
+             dict(prompt="The ", max_tokens=2000, temperature=1.0, seed=8, stop=["dog", "e "])]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [c[0] for c in CELLS])
+@pytest.mark.parametrize("kind", [c[0] for c in CELLS] + ["bytes"])
 def test_page_gives_the_samplers_text(browser, pages, models, kind):
     page, requests, errors = open_page(browser, pages[kind])
     info = page.evaluate("window.charrnn.info()")
     assert info["id"] == models[kind].stem and info["iteration"] == 7 and info["val_loss"] == 2.25
-    assert info["architecture"]["model_type"] == kind
+    assert info["architecture"]["model_type"] == kind.replace("bytes", "lstm")
     for req in SAME_TEXT:
         got = page.evaluate("r => window.charrnn.complete(r)", {**req, "seed": str(req["seed"])})
         want = reference(models[kind], req)
         assert got["text"] == want, (kind, req)
-        assert got["finish_reason"] == ("stop" if req.get("stop") and len(want) < 2000 else "length")
+        unstopped = reference(models[kind], {**req, "stop": ()})
+        assert got["finish_reason"] == ("length" if want == unstopped else "stop")
     assert not errors and only_local(requests), (errors, requests)
 
 
