@@ -18,12 +18,14 @@ from charrnn.export import load_export_model
 from charrnn.sampling.engine import Engine, SamplingParams
 from charrnn.sampling.sampler import Sampler
 
-from .conftest import assert_one_line_error
+from .conftest import SHARED, assert_one_line_error
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TEXT = ("The quick brown fox jumps over the lazy dog. Then it sleeps in the warm sun, and the dog "
         "watches it: quick, brown, lazy; a fox and a dog!\n")
+# a real torch-rnn 2x128 LSTM, when the shared folder is there (CHARRNN_SHARED points elsewhere, e.g. from a worktree)
+T7 = Path(os.environ.get("CHARRNN_SHARED", SHARED)) / "torch-rnn" / "checkpoint_356.t7"
 CELLS = [("lstm", 2, True), ("gru", 2, False), ("rnn", 1, False)]
 
 
@@ -168,6 +170,27 @@ def test_fp16_weights_keep_the_validation_loss(trained, dataset):
     assert fp16 != fp32 and abs(fp16 - fp32) <= 0.005 * fp32
 
 
+def test_serve_offers_the_page_and_its_completions_are_the_reference(models, tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from charrnn.export import export
+    from charrnn.serve import create_app
+
+    ckpt = models["gru"]
+    with TestClient(create_app([ckpt], log=lambda m: None)) as client:
+        r = client.get(f"/v1/models/{ckpt.stem}/export.html")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert f'filename="{ckpt.stem}.html"' in r.headers["content-disposition"]
+        assert r.content == export(ckpt, tmp_path / "page.html").read_bytes()  # the very page `charrnn export` writes
+        assert client.get("/v1/models/nope/export.html").status_code == 404
+        assert client.get(f"/v1/models/{ckpt.stem}").json()["id"] == ckpt.stem  # the info route still answers
+        req = dict(prompt="The ", max_tokens=300, temperature=0.9, top_k=6, seed=21, stop=["e "])
+        reply = client.post("/v1/completions", json={"model": ckpt.stem, **req}).json()
+        assert reply["choices"][0]["text"] == reference(ckpt, req)
+
+
 # -- the page in a real browser -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
@@ -275,10 +298,16 @@ def test_worker_keeps_the_page_responsive_and_stop_stops(browser, pages):
 
 
 @pytest.mark.slow
-def test_ui_samples_side_by_side_and_screenshots(browser, pages, models):
+def test_ui_samples_side_by_side_and_screenshots(browser, models, tmp_path):
+    """Two seeded samples side by side with colours, at desktop and phone sizes (the real t7 model when present)."""
+    from charrnn.export import export
+
+    source = T7 if T7.exists() else models["lstm"]
+    path = export(source, tmp_path / "page.html")
+    iteration = load_export_model(source).iteration
     for name, viewport in (("export-page.png", {"width": 1600, "height": 1000}),
                            ("export-phone.png", {"width": 390, "height": 844})):
-        page, requests, errors = open_page(browser, pages["lstm"], viewport=viewport, device_scale_factor=1)
+        page, requests, errors = open_page(browser, path, viewport=viewport, device_scale_factor=1)
         page.fill("#prompt", "The ")
         page.fill("#seed", "11")
         page.fill("#length", "300")
@@ -288,13 +317,30 @@ def test_ui_samples_side_by_side_and_screenshots(browser, pages, models):
         until(page, "document.body.dataset.state === 'done'")
         shown = page.eval_on_selector_all(".sample pre", "els => els.map(e => e.textContent)")
         req = dict(prompt="The ", max_tokens=300, temperature=0.8)
-        assert shown == ["The " + reference(models["lstm"], {**req, "seed": 11 + j}) for j in range(2)]
+        assert shown == ["The " + reference(source, {**req, "seed": 11 + j}) for j in range(2)]
         assert page.eval_on_selector_all(".sample pre span[title]", "els => els.length") == 2 * 300
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
-        assert "LSTM" in page.text_content("#about") and "iteration 7" in page.text_content("#about")
+        assert "LSTM" in page.text_content("#about") and f"iteration {iteration}" in page.text_content("#about")
         if os.environ.get("CHARRNN_SCREENSHOTS"):
             page.screenshot(path=str(Path(os.environ["CHARRNN_SCREENSHOTS"]) / name))
         assert not errors and only_local(requests)
+
+
+@pytest.mark.slow
+def test_torch_rnn_t7_page_and_dark_theme(browser, tmp_path, cli):
+    if not T7.exists():
+        pytest.skip("no shared torch-rnn checkpoint")
+    out = tmp_path / "t7.html"
+    assert cli("export", "--checkpoint", T7, "-o", out).code == 0
+    assert out.stat().st_size <= 1.5e6  # a 2x128 LSTM in fp32
+    page, requests, errors = open_page(browser, out, color_scheme="dark")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    for req in (dict(prompt="ROMEO:", max_tokens=2000, temperature=0.7, seed=356),
+                dict(prompt="", max_tokens=2000, temperature=1.0, top_k=10, top_p=0.9, seed=1)):
+        assert page.evaluate("r => window.charrnn.complete(r)", req)["text"] == reference(T7, req)
+    page.click("#theme")
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    assert not errors and only_local(requests)
 
 
 # -- ONNX ------------------------------------------------------------------------------------------

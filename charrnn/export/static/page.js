@@ -168,8 +168,8 @@
     }, $("colour").checked);
     current.then((res) => {
       const s = (performance.now() - t0) / 1000;
-      status(`done: ${shown} characters in ${s.toFixed(2)} s (${Math.round(shown / Math.max(s, 1e-3))} chars/s)` +
-        (res.some((r) => r.finish_reason === "stop") ? ", stopped" : ""));
+      status(`done: ${shown} characters` + (res.some((r) => r.finish_reason === "stop") ? ", stopped" : ""));
+      $("status").title = `${s.toFixed(2)} s, ${Math.round(shown / Math.max(s, 1e-3))} characters/s`;
     }, (err) => status(err.message, true)).finally(() => {
       current = null; document.body.dataset.state = "done";
       $("go").disabled = false; $("stop").disabled = true;
