@@ -110,6 +110,8 @@ def test_cli_writes_a_page_and_refuses_to_clobber(cli, models, tmp_path):
     assert cli("export", "--checkpoint", models["gru"], "-o", out, "--overwrite").code == 0
     assert out.read_bytes() != before
     assert [p.name for p in tmp_path.iterdir()] == ["m.html"]  # no temporary left behind
+    r = cli("export", "--checkpoint", models["lstm"].parent, "-o", tmp_path / "dir.html")  # a directory: its newest
+    assert r.code == 0 and f'"id":"{models["lstm"].parent.name}"' in (tmp_path / "dir.html").read_text(encoding="utf-8")
 
 
 def test_cli_errors_are_one_line(cli, models, tmp_path):
@@ -122,6 +124,34 @@ def test_cli_errors_are_one_line(cli, models, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(cli("export", "--checkpoint", tmp_path / "empty", "-o", tmp_path / "a.html"), "no checkpoint")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_1.pt", "empty"]
+
+
+class _Call:
+    """Pickles as a call of ``fn(*args)``: what a hostile checkpoint would run on unpickling."""
+
+    def __init__(self, fn, args) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def test_hostile_checkpoint_runs_nothing(cli, tmp_path):
+    import io
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+    payload = {"format": "charrnn-checkpoint", "x": _Call(os.system, (f"touch {marker}",))}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(payload, protocol=2))
+        z.writestr("archive/byteorder", "little")
+    hostile = tmp_path / "evil_1.pt"
+    hostile.write_bytes(buf.getvalue())
+    for fmt in ("html", "onnx"):
+        assert_one_line_error(cli("export", "--checkpoint", hostile, "--format", fmt, "-o", tmp_path / "out"), "evil_1.pt")
+    assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 def test_an_interrupted_write_leaves_the_old_file(models, tmp_path, monkeypatch):
