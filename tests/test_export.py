@@ -81,11 +81,13 @@ def reference(checkpoint: Path, req: dict) -> str:
     return text[n:].decode("utf-8", "replace") if sampler.vocab.byte_mode else text[n:]
 
 
-def engine_logprobs(checkpoint: Path, text: str) -> np.ndarray:
+def engine_logprobs(checkpoint: Path, text: str, fp16: bool = False) -> np.ndarray:
     """The engine's next-token log-probabilities after each character of ``text``: (len(text), V)."""
+    from charrnn.export.html import rounded
+
     m = load_export_model(checkpoint)
     V = m.prepared.vocab_size
-    engine = Engine(m.config, m.prepared, 1, "numpy")
+    engine = Engine(m.config, rounded(m.prepared) if fp16 else m.prepared, 1, "numpy")
     slot = engine.open(SamplingParams(seed=0, logprobs=V))
     out = np.zeros((len(text), V))
     for i, t in enumerate(m.vocab.encode(text) - 1):
@@ -295,6 +297,18 @@ def test_page_probabilities_match_the_engine(browser, pages, models):
         want = np.exp(engine_logprobs(models[kind], text))
         assert got.shape == want.shape == (500, len(set(TEXT)))
         assert np.abs(got - want).max() < 1e-5, kind
+
+
+@pytest.mark.slow
+def test_fp16_page_computes_with_the_rounded_weights(browser, models, tmp_path):
+    from charrnn.export import export
+
+    text = (TEXT * 3)[:300]
+    page, _, _ = open_page(browser, export(models["lstm"], tmp_path / "half.html", weights="fp16"))
+    assert "float16 weights" in page.text_content("#about")
+    got = np.exp(np.array(page.evaluate("t => window.charrnn.logprobs(t)", text)))
+    assert np.abs(got - np.exp(engine_logprobs(models["lstm"], text, fp16=True))).max() < 1e-5
+    assert np.abs(got - np.exp(engine_logprobs(models["lstm"], text))).max() > 1e-5  # it is not the fp32 model
 
 
 @pytest.mark.slow

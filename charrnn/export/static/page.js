@@ -1,6 +1,6 @@
 // The exported page: window.charrnn (ready, info, complete, logprobs) over a Web Worker, and the UI.
 "use strict";
-(() => {
+{  // a block, not a function: the page's names stay out of the global object
   const $ = (id) => document.getElementById(id);
   const model = JSON.parse($("charrnn-model").textContent);
   const worker = new Worker(URL.createObjectURL(new Blob([$("charrnn-engine").textContent], { type: "text/javascript" })));
@@ -178,4 +178,4 @@
   $("stop").onclick = () => { if (current) current.stop(); };
   ready.then(() => { $("go").disabled = false; document.body.dataset.state = "ready"; status("Ready."); },
              (err) => status(`The model did not load: ${err.message}`, true));
-})();
+}
