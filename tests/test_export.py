@@ -440,3 +440,22 @@ def test_docs_onnx_loop_runs(onnx_files, tmp_path, monkeypatch, capsys):
     exec(compile(snippet, "docs/export.md", "exec"), {})
     printed = capsys.readouterr().out
     assert len(printed) == 201 and set(printed[:-1]) <= set(TEXT)
+
+
+def test_torch_rnn_t7_as_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    if not T7.exists():
+        pytest.skip("no shared torch-rnn checkpoint")
+    from charrnn.export import export
+
+    session = ort.InferenceSession(str(export(T7, tmp_path / "t7.onnx", format="onnx")))
+    size = int(session.get_modelmeta().custom_metadata_map["state_size"])
+    assert size == 2 * 2 * 128
+    m = load_export_model(T7)
+    text = "ROMEO:\nWhat light through yonder window breaks?\n"
+    state, got = np.zeros((1, size), np.float32), []
+    for t in m.vocab.encode(text) - 1:
+        logits, state = session.run(None, {"token": np.array([t]), "state": state})
+        z = logits[0].astype(np.float64) - logits[0].max()
+        got.append(z - np.log(np.exp(z).sum()))
+    assert np.abs(np.array(got) - engine_logprobs(T7, text)).max() < 1e-5
