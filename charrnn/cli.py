@@ -268,6 +268,22 @@ def convert(checkpoint, output, overwrite) -> None:
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(), help="A .pt or .t7 checkpoint, or a directory (its newest).")
+@click.option("--format", "fmt", type=click.Choice(["html", "onnx"]), default="html", show_default=True,
+              help="html: one page that samples in any browser, offline; onnx: one recurrent step.")
+@click.option("--output", "-o", required=True, type=click.Path(), help="The file to write.")
+@click.option("--weights", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="How the page stores the weights (fp16 halves the file; it computes in fp32).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def export(checkpoint, fmt, output, weights, overwrite) -> None:
+    """Export a model as a self-contained HTML page or an ONNX step graph."""
+    from .export import export as export_model
+
+    path = export_model(checkpoint, output, fmt, weights, overwrite)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 # -- insight --------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path())

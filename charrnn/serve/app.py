@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..sampling.engine import SamplingParams
 from ..errors import CharRNNError, InvalidInput
+from .export_page import export_page
 from .batcher import SHUTDOWN, Batcher, Choice, Event, Job, QueueFull, ShuttingDown
 from .metrics import Metrics
 from .models import ServedModel, model_names
@@ -461,7 +462,7 @@ def create_app(checkpoints: list[str | Path], runs: list[str | Path] = (), *, ap
     routes = [
         Route("/", index), Route("/health", health_endpoint), Route("/metrics", metrics_endpoint),
         Route("/v1/completions", completions, methods=["POST"]), Route("/v1/models", list_models),
-        Route("/v1/models/{name:path}", model_info),
+        Route("/v1/models/{name:path}/export.html", export_page), Route("/v1/models/{name:path}", model_info),
         Route("/api/settings", settings_endpoint), Route("/api/runs", runs_endpoint), Route("/api/run", run_stats),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
