@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -90,7 +91,13 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     from charrnn.novelty import novelty_report
     from charrnn.training.options import TrainConfig, defaults
     from charrnn.preprocessing import preprocess
+    from charrnn.bench import run_bench
+    from charrnn.demo import run_demo
+    from charrnn.eval_options import EvalOptions
+    from charrnn.plot import plot_runs
+    from charrnn.sampling.options import SampleOptions
     from charrnn.sampling.sampler import sample
+    from charrnn.serve.options import ServeOptions, Settings
 
     train_defaults = defaults(TrainConfig)
     assert assert_same_defaults("train", train_defaults) == len(click_params("train")) - 3 - 2  # all but nproc,
@@ -98,9 +105,31 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     assert assert_same_defaults("lr-find", {**train_defaults, **signature_defaults(lr_find)}) >= 15
     assert signature_defaults(lr_find)["start_lr"] == click_params("lr-find")["start_lr"].default == 1e-5
     assert assert_same_defaults("preprocess", signature_defaults(preprocess)) >= 9
-    assert assert_same_defaults("sample", signature_defaults(sample)) >= 4
-    assert assert_same_defaults("eval", signature_defaults(evaluate_checkpoint)) >= 4
+    assert assert_same_defaults("sample", signature_defaults(sample)) >= 7
+    assert assert_same_defaults("eval", signature_defaults(evaluate_checkpoint)) >= 7
     assert assert_same_defaults("novelty", signature_defaults(novelty_report)) >= 4
+    assert assert_same_defaults("serve", defaults(Settings)) == 7  # create_app(**settings) takes these
+    assert assert_same_defaults("plot", signature_defaults(plot_runs)) == 4
+    # bench: the CLI always writes a file; no --batch-size given means the API's default
+    assert assert_same_defaults("bench", signature_defaults(run_bench), skip=("output", "batch_sizes")) == 2
+    assert assert_same_defaults("demo", signature_defaults(run_demo)) == 4
+    # each of sample, eval and serve defines its options once: every flag comes from a definition
+    for command, classes in (("sample", [SampleOptions]), ("eval", [EvalOptions]), ("serve", [ServeOptions, Settings])):
+        defined = {f.name: f.default for cls in classes for f in dataclasses.fields(cls)}
+        assert set(click_params(command)) == set(defined), command
+        required = ("checkpoint", "checkpoints")
+        compared = [k for k, v in defined.items() if k not in required and v != ""]  # "" = unset on both sides
+        assert assert_same_defaults(command, defined, skip=required) == len(compared), command
+
+
+def test_sampling_ranges_are_one_definition(cli, trained):
+    """The CLI's ranges for the sampling fields are the ones the engine and the server check."""
+    from charrnn.sampling.options import SEED, TEMPERATURE, TOP_P
+
+    params = click_params("sample")
+    assert (params["temperature"].type.min, params["temperature"].type.max) == (TEMPERATURE.low, TEMPERATURE.high)
+    assert (params["seed"].type.min, params["seed"].type.max) == (SEED.low, SEED.high)
+    assert params["top_p"].type.min_open and params["top_p"].type.max == TOP_P.high
 
 
 def test_choices_come_from_the_code_that_implements_them():

@@ -38,8 +38,14 @@ class Range:
             return f"must be positive (got {value})"
         if self == NON_NEGATIVE:
             return f"must not be negative (got {value})"
-        return (f"must lie in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+        if self.high is None:
+            return f"must be {'more than' if self.low_open else 'at least'} {_number(self.low)} (got {value})"
+        return (f"must lie in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
                 f"{')' if self.high_open else ']'} (got {value})")
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 POSITIVE = Range(0, low_open=True)
@@ -47,15 +53,16 @@ NON_NEGATIVE = Range(0)
 
 
 def option(default: Any, help: str = "", *, range: Range | None = None, choices: tuple | None = None,
-           kind: str | None = None, cli: bool = True) -> Any:
+           kind: str | None = None, cli: bool = True, flag: str | None = None, short: str | None = None) -> Any:
     """A config field with what the command line and the validation need to know about it.
 
-    ``kind``: how the flag is spelled on the command line: "path", "dir", "duration" (30s, 5m, 2h),
-    "01" (a 0/1 value, as torch-rnn wrote booleans) or "flag" (present or absent).
+    ``kind``: how the flag is spelled on the command line: "path", "dir", "file", "duration" (30s, 5m, 2h),
+    "01" (a 0/1 value, as torch-rnn wrote booleans), "flag" (present or absent) or "multiple" (repeatable,
+    a tuple of strings). ``flag``: the long flag when it is not the field's name; ``short``: e.g. "-o".
     ``cli=False``: a Python-only option.
     """
     return field(default=default, metadata={"help": help, "range": range, "choices": choices, "kind": kind,
-                                            "cli": cli})
+                                            "cli": cli, "flag": flag, "short": short})
 
 
 GPU_HELP = "GPU index: -1 = CPU; default: GPU 0 when present, else the CPU."
