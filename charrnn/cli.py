@@ -41,6 +41,30 @@ class Duration(click.ParamType):
         return seconds
 
 
+class Ranged(click.ParamType):
+    """An int or float in a :class:`~charrnn.training.options.Range`, refused in the words the API uses."""
+
+    def __init__(self, base: type, span) -> None:
+        self.base, self.span = base, span
+        self.name = f"{base.__name__} range"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = self.base(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not {'an integer' if self.base is int else 'a number'}", param, ctx)
+        if number != number or number not in self.span:  # (NaN is in no range)
+            self.fail(self.span.problem(value), param, ctx)
+        return number
+
+    def get_metavar(self, param, ctx=None) -> str:
+        s = self.span
+        low = "" if s.low is None else f"{s.low}{'<' if s.low_open else '<='}"
+        high = "" if s.high is None else f"{'<' if s.high_open else '<='}{s.high}"
+        name = "INTEGER" if self.base is int else "FLOAT"
+        return f"{name} {low}x{high}" if low or high else name
+
+
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
@@ -86,8 +110,7 @@ def _click_option(f, **extra):
         elif meta.get("choices"):
             kind_type = click.Choice(meta["choices"])
         elif span is not None:
-            kind_type = (click.IntRange if base == "int" else click.FloatRange)(
-                min=span.low, max=span.high, min_open=span.low_open, max_open=span.high_open)
+            kind_type = Ranged(int if base == "int" else float, span)
         else:
             kind_type = {"int": int, "float": float, "str": str}[base]
     return click.option(*decls, type=kind_type, default=default, show_default=default is not None,

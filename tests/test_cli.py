@@ -96,7 +96,7 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     from charrnn.eval_options import EvalOptions
     from charrnn.plot import plot_runs
     from charrnn.sampling.options import SampleOptions
-    from charrnn.sampling.sampler import sample
+    from charrnn.sampling.sampler import Sampler, sample
     from charrnn.serve.options import ServeOptions, Settings
 
     train_defaults = defaults(TrainConfig)
@@ -106,6 +106,8 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     assert signature_defaults(lr_find)["start_lr"] == click_params("lr-find")["start_lr"].default == 1e-5
     assert assert_same_defaults("preprocess", signature_defaults(preprocess)) >= 9
     assert assert_same_defaults("sample", signature_defaults(sample)) >= 7
+    for method in (Sampler.generate, Sampler.complete, Sampler.generate_many):
+        assert assert_same_defaults("sample", signature_defaults(method)) >= 6, method
     assert assert_same_defaults("eval", signature_defaults(evaluate_checkpoint)) >= 7
     assert assert_same_defaults("novelty", signature_defaults(novelty_report)) >= 4
     assert assert_same_defaults("serve", defaults(Settings)) == 7  # create_app(**settings) takes these
@@ -122,14 +124,34 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
         assert assert_same_defaults(command, defined, skip=required) == len(compared), command
 
 
-def test_sampling_ranges_are_one_definition(cli, trained):
-    """The CLI's ranges for the sampling fields are the ones the engine and the server check."""
-    from charrnn.sampling.options import SEED, TEMPERATURE, TOP_P
+@pytest.mark.parametrize("field,value", [("temperature", 11), ("temperature", -1), ("seed", -1), ("seed", 2 ** 63),
+                                         ("top_p", 0), ("top_k", -1), ("length", 0), ("num_samples", 0)])
+def test_one_range_per_field_and_the_same_error_everywhere(cli, trained, field, value):
+    """The CLI, the Python API and the server refuse a sampling value with the same words."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
 
-    params = click_params("sample")
-    assert (params["temperature"].type.min, params["temperature"].type.max) == (TEMPERATURE.low, TEMPERATURE.high)
-    assert (params["seed"].type.min, params["seed"].type.max) == (SEED.low, SEED.high)
-    assert params["top_p"].type.min_open and params["top_p"].type.max == TOP_P.high
+    from charrnn.errors import InvalidInput
+    from charrnn.sampling.options import SampleOptions
+    from charrnn.sampling.sampler import Sampler
+    from charrnn.serve import create_app
+
+    span = {f.name: f.metadata["range"] for f in dataclasses.fields(SampleOptions)}[field]
+    assert click_params("sample")[field].type.span is span
+    problem = span.problem(value)
+    line = cli("sample", "--checkpoint", trained, "--" + field.replace("_", "-"), str(value)).err
+    assert problem in line and "--" + field.replace("_", "-") in line, line
+    kwargs = {"length": 10, field: value}
+    with pytest.raises(InvalidInput) as exc:
+        if field == "num_samples":
+            Sampler.from_checkpoint(trained).generate_many(value, 10)
+        else:
+            Sampler.from_checkpoint(trained).complete(**kwargs)
+    assert (exc.value.field, exc.value.problem) == (field, problem)
+    api_field = {"length": "max_tokens", "num_samples": "n"}.get(field, field)
+    with TestClient(create_app([trained], log=lambda m: None)) as client:
+        error = client.post("/v1/completions", json={api_field: value}).json()["error"]
+    assert error["param"] == api_field and error["message"] == f"{api_field} {problem}", error
 
 
 def test_choices_come_from_the_code_that_implements_them():

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import CharRNNError, InvalidInput
-from .options import LOGPROBS, SEED, TEMPERATURE, TOP_K, TOP_P, check_range
+from .options import LOGPROBS, SEED, TEMPERATURE, TOP_K, TOP_P, SampleOptions, check_range
 
 if TYPE_CHECKING:
     from ..model import CharRNN
@@ -49,10 +49,10 @@ MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 class SamplingParams:
     """How one row draws its tokens."""
 
-    temperature: float = 1.0   # 0 = argmax
-    top_k: int = 0             # 0 = off
-    top_p: float = 1.0         # 1 = off
-    seed: int | None = None    # None = fresh entropy
+    temperature: float = SampleOptions.temperature  # 0 = argmax
+    top_k: int = SampleOptions.top_k                # 0 = off
+    top_p: float = SampleOptions.top_p              # 1 = off
+    seed: int | None = None                         # None = fresh entropy
     logprobs: int = 0          # > 0: also return the top-N (token, logprob) of each step's distribution
 
     def check(self) -> "SamplingParams":

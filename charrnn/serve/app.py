@@ -19,7 +19,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import endpoints as ep
+from .endpoints import (STATIC, completions, health_endpoint, index, list_models, metrics_endpoint, model_info,
+                        run_stats, runs_endpoint, settings_endpoint)
 from .middleware import ApiKeyMiddleware
 from .options import Settings
 from .server import Server
@@ -41,12 +42,11 @@ def create_app(checkpoints: list[str | Path], runs: list[str | Path] = (), *,
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(s.cors_origins),
                                         allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
     routes = [
-        Route("/", ep.index), Route("/health", ep.health_endpoint), Route("/metrics", ep.metrics_endpoint),
-        Route("/v1/completions", ep.completions, methods=["POST"]), Route("/v1/models", ep.list_models),
-        Route("/v1/models/{name:path}", ep.model_info),
-        Route("/api/settings", ep.settings_endpoint), Route("/api/runs", ep.runs_endpoint),
-        Route("/api/run", ep.run_stats),
-        Mount("/static", StaticFiles(directory=ep.STATIC), name="static"),
+        Route("/", index), Route("/health", health_endpoint), Route("/metrics", metrics_endpoint),
+        Route("/v1/completions", completions, methods=["POST"]), Route("/v1/models", list_models),
+        Route("/v1/models/{name:path}", model_info),
+        Route("/api/settings", settings_endpoint), Route("/api/runs", runs_endpoint), Route("/api/run", run_stats),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
     @asynccontextmanager

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidInput
 from ..sampling.options import (LENGTH, LOGPROBS, NUM_SAMPLES, SEED, TEMPERATURE, TOP_K, TOP_P, check_range,
-                                check_stops, check_text, show_value)
+                                SampleOptions, check_stops, check_text, show_value)
 from ..training.options import Range
 from .options import Settings
 
@@ -28,9 +28,9 @@ class CompletionRequest:
     model: str | None = None
     prompt: str = ""
     max_tokens: int = DEFAULT_MAX_TOKENS
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
+    temperature: float = SampleOptions.temperature  # (the sampling defaults are the CLI's)
+    top_p: float = SampleOptions.top_p
+    top_k: int = SampleOptions.top_k
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
