@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import BACKENDS
-from .training.options import GPU_HELP, POSITIVE, option
+from .options import GPU_HELP, POSITIVE, option
 
 SPLITS = ("val", "test", "train")
 

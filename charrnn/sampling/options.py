@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ..config import BACKENDS
 from ..errors import InvalidInput
-from ..training.options import GPU_HELP, NON_NEGATIVE, POSITIVE, Range, option
+from ..options import GPU_HELP, NON_NEGATIVE, POSITIVE, Range, option
 
 TEMPERATURE = Range(0, 10)        # 0 = argmax; beyond 10 every model is noise
 TOP_K = NON_NEGATIVE              # 0 = off

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..training.options import NON_NEGATIVE, POSITIVE, Range, check_fields, option
+from ..options import NON_NEGATIVE, POSITIVE, Range, check_fields, option
 
 
 @dataclass

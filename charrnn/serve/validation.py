@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..errors import InvalidInput
 from ..sampling.options import (LENGTH, LOGPROBS, NUM_SAMPLES, SEED, TEMPERATURE, TOP_K, TOP_P, check_range,
                                 SampleOptions, check_stops, check_text, show_value)
-from ..training.options import Range
+from ..options import Range
 from .options import Settings
 
 DEFAULT_MAX_TOKENS = 200
