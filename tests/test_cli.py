@@ -92,6 +92,7 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     from charrnn.training.options import TrainConfig, defaults
     from charrnn.preprocessing import preprocess
     from charrnn.bench import run_bench
+    from charrnn.checkpoint import convert_checkpoint
     from charrnn.demo import run_demo
     from charrnn.eval_options import EvalOptions
     from charrnn.plot import plot_runs
@@ -115,6 +116,10 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     # bench: the CLI always writes a file; no --batch-size given means the API's default
     assert assert_same_defaults("bench", signature_defaults(run_bench), skip=("output", "batch_sizes")) == 2
     assert assert_same_defaults("demo", signature_defaults(run_demo)) == 4
+    assert assert_same_defaults("convert", signature_defaults(convert_checkpoint)) == 1
+    from charrnn.cli import cli
+    assert set(cli.commands) == {"train", "lr-find", "preprocess", "sample", "eval", "novelty", "serve", "plot",
+                                 "bench", "demo", "convert"}, "a new command needs its line above"
     # each of sample, eval and serve defines its options once: every flag comes from a definition
     for command, classes in (("sample", [SampleOptions]), ("eval", [EvalOptions]), ("serve", [ServeOptions, Settings])):
         defined = {f.name: f.default for cls in classes for f in dataclasses.fields(cls)}
