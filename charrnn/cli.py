@@ -14,6 +14,9 @@ import click
 from click.core import ParameterSource
 
 from .errors import CharRNNError
+from .eval_options import EvalOptions
+from .sampling.options import SampleOptions
+from .serve.options import ServeOptions, Settings
 from .training.options import GPU_HELP, LR_FIND_TRAIN_OPTIONS, LRFindOptions, TrainConfig, resolve_train_config
 from .training.presets import PRESETS
 
@@ -36,6 +39,30 @@ class Duration(click.ParamType):
         if seconds <= 0:
             self.fail(f"{value!r} must be positive", param, ctx)
         return seconds
+
+
+class Ranged(click.ParamType):
+    """An int or float in a :class:`~charrnn.training.options.Range`, refused in the words the API uses."""
+
+    def __init__(self, base: type, span) -> None:
+        self.base, self.span = base, span
+        self.name = f"{base.__name__} range"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = self.base(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not {'an integer' if self.base is int else 'a number'}", param, ctx)
+        if number != number or number not in self.span:  # (NaN is in no range)
+            self.fail(self.span.problem(value), param, ctx)
+        return number
+
+    def get_metavar(self, param, ctx=None) -> str:
+        s = self.span
+        low = "" if s.low is None else f"{s.low}{'<' if s.low_open else '<='}"
+        high = "" if s.high is None else f"{'<' if s.high_open else '<='}{s.high}"
+        name = "INTEGER" if self.base is int else "FLOAT"
+        return f"{name} {low}x{high}" if low or high else name
 
 
 POSITIVE_INT = click.IntRange(min=1)
@@ -61,26 +88,32 @@ def options_of(config_class, names=None, **overrides):
 
 
 def _click_option(f, **extra):
-    meta, flag = f.metadata, "--" + f.name.replace("_", "-")
-    if meta.get("kind") == "flag":
-        return click.option(flag, is_flag=True, default=f.default, help=meta["help"], **extra)
-    base, kind, span = str(f.type).replace(" | None", "").strip(), meta.get("kind"), meta.get("range")
+    meta = f.metadata
+    decls = [meta.get("flag") or "--" + f.name.replace("_", "-")] + ([meta["short"]] if meta.get("short") else [])
+    if meta.get("flag"):
+        decls.append(f.name)  # the Python name stays the parameter's name
+    kind, span = meta.get("kind"), meta.get("range")
+    if kind == "flag":
+        return click.option(*decls, is_flag=True, default=f.default, help=meta["help"], **extra)
+    if kind == "multiple":
+        return click.option(*decls, multiple=True, type=str,
+                            help=meta["help"], **extra)
+    base = str(f.type).replace(" | None", "").strip()
     if kind == "01":
         kind_type, default = FLAG01, int(f.default)
     else:
         default = None if f.default == "" else f.default
         if kind == "duration":
             kind_type = Duration()
-        elif kind in ("path", "dir"):
-            kind_type = click.Path(file_okay=kind == "path")
+        elif kind in ("path", "dir", "file"):
+            kind_type = click.Path(file_okay=kind != "dir", dir_okay=kind != "file")
         elif meta.get("choices"):
             kind_type = click.Choice(meta["choices"])
         elif span is not None:
-            kind_type = (click.IntRange if base == "int" else click.FloatRange)(
-                min=span.low, max=span.high, min_open=span.low_open, max_open=span.high_open)
+            kind_type = Ranged(int if base == "int" else float, span)
         else:
             kind_type = {"int": int, "float": float, "str": str}[base]
-    return click.option(flag, type=kind_type, default=default, show_default=default is not None,
+    return click.option(*decls, type=kind_type, default=default, show_default=default is not None,
                         help=meta["help"], **extra)
 
 
@@ -185,34 +218,16 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
 
 # -- sample ---------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--checkpoint", required=True, type=click.Path(), help="A checkpoint file, or a directory (its newest).")
-@click.option("--length", type=POSITIVE_INT, default=2000, show_default=True, help="Characters, start text included.")
-@click.option("--start-text", default="", help="Text the model reads first; the output begins with it.")
-@click.option("--sample", "sample_flag", type=FLAG01, default=1, show_default=True, help="0 = argmax at every step.")
-@click.option("--temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True,
-              help="Divides the scores before the softmax: lower is safer, higher is wilder.")
-@click.option("--top-k", type=NON_NEGATIVE_INT, default=0, show_default=True,
-              help="Draw only among the k most likely characters; 0 = all.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Draw only among the most likely characters that together hold this probability.")
-@click.option("--stop", multiple=True, help="End the text just before this string (repeatable, up to 4).")
-@click.option("--seed", type=int, default=None,
-              help="Make the sample reproducible (sample j of --num-samples uses seed + j).")
-@click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
-@click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
-@click.option("--num-samples", type=POSITIVE_INT, default=1, show_default=True,
-              help="Independent samples, generated together in one batch (separated by a blank line).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
-@click.option("--verbose", type=FLAG01, default=0, show_default=True, help="1 = report speed on stderr.")
-def sample(checkpoint, length, start_text, sample_flag, temperature, top_k, top_p, stop, seed, gpu, gpu_backend,
-           num_samples, output, verbose) -> None:
+@options_of(SampleOptions, checkpoint={"required": True})
+def sample(checkpoint, length, start_text, temperature, top_k, top_p, stop, seed, gpu, gpu_backend,
+           num_samples, output, verbose, **flag) -> None:
     """Generate text from a checkpoint, streamed as it is produced."""
     from .sampling.sampler import Sampler
 
     start = time.perf_counter()
     sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu, gpu_backend=gpu_backend)
     binary = sampler.vocab.byte_mode
-    params = dict(argmax=not sample_flag, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=stop)
+    params = dict(argmax=not flag["sample"], temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=stop)
     if num_samples > 1:
         texts = sampler.generate_many(num_samples, length, start_text, **params)
         gap = b"\n\n" if binary else "\n\n"
@@ -239,14 +254,7 @@ def sample(checkpoint, length, start_text, sample_flag, temperature, top_k, top_
 
 # -- eval and convert -----------------------------------------------------------------------------
 @cli.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(), help="A charrnn (.pt) or torch-rnn (.t7) checkpoint.")
-@click.option("--input-h5", type=click.Path(), help="HDF5 file [default: the one the checkpoint was trained on].")
-@click.option("--input-json", type=click.Path(), help="Optional: check that this vocabulary matches the checkpoint.")
-@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
-@click.option("--batch-size", type=POSITIVE_INT, help="[default: the checkpoint's]")
-@click.option("--seq-length", type=POSITIVE_INT, help="[default: the checkpoint's]")
-@click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
-@click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
+@options_of(EvalOptions, checkpoint={"required": True})
 def eval_command(checkpoint, input_h5, input_json, split, batch_size, seq_length, gpu, gpu_backend) -> None:
     """Mean loss of a checkpoint over a whole split, in nats and bits per character."""
     from .evaluation import evaluate_checkpoint
@@ -370,20 +378,8 @@ def demo(output_dir, seconds, corpus_kb, fast) -> None:
 
 # -- serve ----------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--checkpoint", "checkpoints", required=True, multiple=True, type=click.Path(),
-              help="A checkpoint (.pt or .t7), or a directory: its newest, followed as training writes more. Repeatable.")
-@click.option("--runs", multiple=True, type=click.Path(),
-              help="Training runs for the dashboard: checkpoint directories or prefixes (cv/checkpoint). Repeatable.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 = any free port.")
-@click.option("--api-key", envvar="CHARRNN_API_KEY", help="Require 'Authorization: Bearer KEY' on the API [env: CHARRNN_API_KEY].")
-@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser pages from this origin. Repeatable.")
-@click.option("--max-batch", type=POSITIVE_INT, default=64, show_default=True, help="Rows generated together.")
-@click.option("--max-queue", type=NON_NEGATIVE_INT, default=256, show_default=True,
-              help="Requests waiting for a row; beyond it: 429.")
-@click.option("--max-tokens", type=POSITIVE_INT, default=10000, show_default=True, help="Longest completion.")
-@click.option("--max-prompt", type=POSITIVE_INT, default=10000, show_default=True, help="Longest prompt (characters).")
-@click.option("--request-timeout", type=POSITIVE_FLOAT, default=120.0, show_default=True, help="Seconds per request.")
+@options_of(ServeOptions, checkpoints={"required": True})
+@options_of(Settings, api_key={"envvar": "CHARRNN_API_KEY"})
 def serve(checkpoints, runs, host, port, **options) -> None:
     """A web page, an OpenAI-compatible streaming API and a live training dashboard (needs charrnn[serve])."""
     from .serve.runner import serve as run

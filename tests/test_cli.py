@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -90,7 +91,14 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     from charrnn.novelty import novelty_report
     from charrnn.training.options import TrainConfig, defaults
     from charrnn.preprocessing import preprocess
-    from charrnn.sampling.sampler import sample
+    from charrnn.bench import run_bench
+    from charrnn.checkpoint import convert_checkpoint
+    from charrnn.demo import run_demo
+    from charrnn.eval_options import EvalOptions
+    from charrnn.plot import plot_runs
+    from charrnn.sampling.options import SampleOptions
+    from charrnn.sampling.sampler import Sampler, sample
+    from charrnn.serve.options import ServeOptions, Settings
 
     train_defaults = defaults(TrainConfig)
     assert assert_same_defaults("train", train_defaults) == len(click_params("train")) - 3 - 2  # all but nproc,
@@ -98,9 +106,57 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     assert assert_same_defaults("lr-find", {**train_defaults, **signature_defaults(lr_find)}) >= 15
     assert signature_defaults(lr_find)["start_lr"] == click_params("lr-find")["start_lr"].default == 1e-5
     assert assert_same_defaults("preprocess", signature_defaults(preprocess)) >= 9
-    assert assert_same_defaults("sample", signature_defaults(sample)) >= 4
-    assert assert_same_defaults("eval", signature_defaults(evaluate_checkpoint)) >= 4
+    assert assert_same_defaults("sample", signature_defaults(sample)) >= 7
+    for method in (Sampler.generate, Sampler.complete, Sampler.generate_many):
+        assert assert_same_defaults("sample", signature_defaults(method)) >= 6, method
+    assert assert_same_defaults("eval", signature_defaults(evaluate_checkpoint)) >= 7
     assert assert_same_defaults("novelty", signature_defaults(novelty_report)) >= 4
+    assert assert_same_defaults("serve", defaults(Settings)) == 7  # create_app(**settings) takes these
+    assert assert_same_defaults("plot", signature_defaults(plot_runs)) == 4
+    # bench: the CLI always writes a file; no --batch-size given means the API's default
+    assert assert_same_defaults("bench", signature_defaults(run_bench), skip=("output", "batch_sizes")) == 2
+    assert assert_same_defaults("demo", signature_defaults(run_demo)) == 4
+    assert assert_same_defaults("convert", signature_defaults(convert_checkpoint)) == 1
+    from charrnn.cli import cli
+    assert set(cli.commands) == {"train", "lr-find", "preprocess", "sample", "eval", "novelty", "serve", "plot",
+                                 "bench", "demo", "convert"}, "a new command needs its line above"
+    # each of sample, eval and serve defines its options once: every flag comes from a definition
+    for command, classes in (("sample", [SampleOptions]), ("eval", [EvalOptions]), ("serve", [ServeOptions, Settings])):
+        defined = {f.name: f.default for cls in classes for f in dataclasses.fields(cls)}
+        assert set(click_params(command)) == set(defined), command
+        required = ("checkpoint", "checkpoints")
+        compared = [k for k, v in defined.items() if k not in required and v != ""]  # "" = unset on both sides
+        assert assert_same_defaults(command, defined, skip=required) == len(compared), command
+
+
+@pytest.mark.parametrize("field,value", [("temperature", 11), ("temperature", -1), ("seed", -1), ("seed", 2 ** 63),
+                                         ("top_p", 0), ("top_k", -1), ("length", 0), ("num_samples", 0)])
+def test_one_range_per_field_and_the_same_error_everywhere(cli, trained, field, value):
+    """The CLI, the Python API and the server refuse a sampling value with the same words."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from charrnn.errors import InvalidInput
+    from charrnn.sampling.options import SampleOptions
+    from charrnn.sampling.sampler import Sampler
+    from charrnn.serve import create_app
+
+    span = {f.name: f.metadata["range"] for f in dataclasses.fields(SampleOptions)}[field]
+    assert click_params("sample")[field].type.span is span
+    problem = span.problem(value)
+    line = cli("sample", "--checkpoint", trained, "--" + field.replace("_", "-"), str(value)).err
+    assert problem in line and "--" + field.replace("_", "-") in line, line
+    kwargs = {"length": 10, field: value}
+    with pytest.raises(InvalidInput) as exc:
+        if field == "num_samples":
+            Sampler.from_checkpoint(trained).generate_many(value, 10)
+        else:
+            Sampler.from_checkpoint(trained).complete(**kwargs)
+    assert (exc.value.field, exc.value.problem) == (field, problem)
+    api_field = {"length": "max_tokens", "num_samples": "n"}.get(field, field)
+    with TestClient(create_app([trained], log=lambda m: None)) as client:
+        error = client.post("/v1/completions", json={api_field: value}).json()["error"]
+    assert error["param"] == api_field and error["message"] == f"{api_field} {problem}", error
 
 
 def test_choices_come_from_the_code_that_implements_them():

@@ -83,9 +83,35 @@ def test_checkpoint_directory_means_newest(cli, trained):
     assert a == cli("sample", "--checkpoint", trained, "--length", "40", "--seed", "1").out
 
 
-@pytest.mark.parametrize("flag,value", [("--temperature", "0"), ("--temperature", "-1"), ("--length", "0")])
+@pytest.mark.parametrize("flag,value", [("--temperature", "10.5"), ("--temperature", "-1"), ("--length", "0"),
+                                        ("--seed", "-1"), ("--seed", str(2 ** 63)), ("--top-p", "0")])
 def test_bad_sampling_values(cli, trained, flag, value):
     assert_one_line_error(cli("sample", "--checkpoint", trained, flag, value), flag)
+
+
+def test_temperature_zero_is_argmax_everywhere(cli, trained):
+    """One range per field: temperature 0 (argmax) is as valid on the command line as in the API and the server."""
+    args = ("sample", "--checkpoint", trained, "--length", "80", "--start-text", "The ")
+    assert cli(*args, "--temperature", "0").out == cli(*args, "--sample", "0").out
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(temperature=11), "temperature"), (dict(seed=-1), "seed"), (dict(seed=2 ** 63), "seed"),
+    (dict(top_k=-1), "top_k"), (dict(top_p=0), "top_p"), (dict(length=0), "length"),
+    (dict(stop=["a"] * 5), "stop"), (dict(stop=["x" * 101]), "stop"), (dict(stop=["we \udc80"]), "stop"),
+    (dict(start_text="we \udc80 are"), "start_text"),
+])
+def test_the_python_api_refuses_what_the_server_refuses(trained, kwargs, field):
+    from charrnn.errors import InvalidInput
+    from charrnn.sampling.sampler import Sampler
+
+    sampler = Sampler.from_checkpoint(trained)
+    with pytest.raises(InvalidInput) as exc:
+        sampler.complete(**{"length": 20, **kwargs})
+    assert exc.value.field == field
+    with pytest.raises(InvalidInput) as exc:
+        sampler.generate_many(2, **{"length": 20, **kwargs})
+    assert exc.value.field == field
 
 
 # -- checkpoints as untrusted input -------------------------------------------------------------

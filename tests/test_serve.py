@@ -281,9 +281,12 @@ def test_models_health_metrics(client, trained):
 def test_page_and_static_files(client):
     page = client.get("/")
     assert page.status_code == 200 and "<title>charrnn</title>" in page.text
-    for name in ("style.css", "charts.js", "generate.js", "training.js"):
+    for name in ("style.css", "charts.js", "generate.js", "training.js", "dom.js"):
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and len(r.text) > 500
+        if name.endswith(".js"):  # ES modules: a JavaScript MIME type, no shared globals
+            assert "javascript" in r.headers["content-type"] and ("export" in r.text or "import" in r.text), name
+    assert '<script type="module" src="/static/generate.js">' in page.text
     assert "http" not in page.text.replace("http://www.w3.org", "")  # nothing from a CDN
 
 

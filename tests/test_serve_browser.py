@@ -111,3 +111,60 @@ def test_generate_stream_stop_and_training_view(browser, site, trained):
         assert int(page.get_attribute(f"#chart-{chart} svg", "data-points")) > 0, chart
     shoot(page, "serve-training.png")
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def small_site(trained):
+    s = LiveServer("--checkpoint", trained)
+    yield s
+    s.stop()
+
+
+PHONE = {"width": 390, "height": 844}
+OVERFLOW = "document.documentElement.scrollWidth - innerWidth"
+
+
+def fully_visible(page, selector: str) -> bool:
+    """Inside the viewport's width, its text not clipped, and on top at its edges and centre."""
+    box = page.locator(selector).bounding_box()
+    if box is None or box["width"] == 0 or box["x"] < 0 or box["x"] + box["width"] > PHONE["width"]:
+        return False
+    return page.eval_on_selector(selector, """el => {
+        if (el.scrollWidth > el.clientWidth + 1) return false;
+        const r = el.getBoundingClientRect(), x = (r.left + r.right) / 2, y = (r.top + r.bottom) / 2;
+        const points = [[r.left + 3, y], [r.right - 3, y], [x, r.top + 3], [x, r.bottom - 3], [x, y]];  // (not the
+        // rounded corners: hit testing follows border-radius)
+        return points.every(([x, y]) => { const top = document.elementFromPoint(x, y); return top && el.contains(top); });
+    }""")
+
+
+def test_the_page_fits_a_phone(browser, small_site):
+    """At 390 px wide nothing is cut off and nothing scrolls sideways, in either view and either theme."""
+    page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(small_site.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 1")
+    for theme in ("light", "dark"):
+        page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+        assert page.evaluate(OVERFLOW) <= 0, theme
+        for selector in ("#tab-generate", "#tab-training", "#theme", "#go", "#stop", "#model", "#prompt"):
+            assert fully_visible(page, selector), (theme, selector, page.locator(selector).bounding_box())
+    page.fill("#prompt", "The ")
+    page.fill("#seed", "5")
+    page.fill("#length", "400")
+    page.fill("#samples", "2")
+    page.check("#colour")
+    page.click("#go")
+    page.wait_for_function("document.body.dataset.state === 'done'", timeout=30_000)
+    assert page.evaluate(OVERFLOW) <= 0, "two samples side by side"
+    shoot(page, "serve-phone.png")
+    page.click("#tab-training")
+    page.wait_for_function("+(document.querySelector('#chart-loss svg') || {dataset: {}}).dataset.points > 0",
+                           timeout=15_000)
+    assert page.evaluate(OVERFLOW) <= 0, "the training view"
+    assert all(fully_visible(page, s) for s in ("#tab-generate", "#tab-training", "#theme"))
+    assert page.locator("#chart-loss > svg").bounding_box()["width"] <= PHONE["width"]
+    shoot(page, "serve-phone-training.png")
+    assert not errors, errors
+    page.close()

@@ -22,7 +22,6 @@ difference of a boundary of the cumulative distribution (measured by ``benchmark
 
 from __future__ import annotations
 
-import numbers
 import os
 import secrets
 import warnings
@@ -34,6 +33,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import CharRNNError, InvalidInput
 from ..layout import GATES, MODEL_TYPES, RNN_PARTS, norm_key, rnn_key
+from .options import LOGPROBS, SEED, TEMPERATURE, TOP_K, TOP_P, SampleOptions, check_range
 
 if TYPE_CHECKING:
     from ..model import CharRNN
@@ -50,33 +50,21 @@ MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 class SamplingParams:
     """How one row draws its tokens."""
 
-    temperature: float = 1.0   # 0 = argmax
-    top_k: int = 0             # 0 = off
-    top_p: float = 1.0         # 1 = off
-    seed: int | None = None    # None = fresh entropy
+    temperature: float = SampleOptions.temperature  # 0 = argmax
+    top_k: int = SampleOptions.top_k                # 0 = off
+    top_p: float = SampleOptions.top_p              # 1 = off
+    seed: int | None = None                         # None = fresh entropy
     logprobs: int = 0          # > 0: also return the top-N (token, logprob) of each step's distribution
 
     def check(self) -> "SamplingParams":
         """Raise :class:`InvalidInput` for a value of the wrong type or out of range; returns self."""
-        if not _real(self.temperature) or not 0 <= self.temperature < float("inf"):
-            raise InvalidInput("temperature", f"must be a number >= 0 (got {self.temperature!r})")
-        if not _integer(self.top_k) or self.top_k < 0:
-            raise InvalidInput("top_k", f"must be an integer >= 0 (got {self.top_k!r})")
-        if not _real(self.top_p) or not 0 < self.top_p <= 1:
-            raise InvalidInput("top_p", f"must lie in (0, 1] (got {self.top_p!r})")
-        if self.seed is not None and not _integer(self.seed):
-            raise InvalidInput("seed", f"must be an integer (got {self.seed!r})")
-        if not _integer(self.logprobs) or self.logprobs < 0:
-            raise InvalidInput("logprobs", f"must be an integer >= 0 (got {self.logprobs!r})")
+        check_range("temperature", self.temperature, TEMPERATURE)
+        check_range("top_k", self.top_k, TOP_K, integer=True)
+        check_range("top_p", self.top_p, TOP_P)
+        if self.seed is not None:
+            check_range("seed", self.seed, SEED, integer=True)
+        check_range("logprobs", self.logprobs, LOGPROBS, integer=True)
         return self
-
-
-def _real(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _integer(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 class StepLogprobs(NamedTuple):

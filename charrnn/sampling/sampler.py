@@ -28,6 +28,7 @@ from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import ModelConfig
 from .engine import BACKEND_ENV, Engine, PreparedModel, SamplingParams, numpy_weights, sample_rows, seed_key, uniforms
 from ..errors import InvalidInput
+from .options import LENGTH, NUM_SAMPLES, check_range, check_stops, check_text, row_seed
 from ..vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from ..model import CharRNN
 
-MAX_STOPS = 4
 SMALL_JOB = 20_000  # characters: below this, NumPy is done before numba would have loaded (about 1-2 s)
 
 
@@ -48,11 +48,7 @@ class StopMatcher:
     """
 
     def __init__(self, stops: Sequence[str | bytes] = ()) -> None:
-        stops = list(stops)
-        if len(stops) > MAX_STOPS:
-            raise InvalidInput("stop", f"takes at most {MAX_STOPS} strings (got {len(stops)})")
-        if any(len(s) == 0 for s in stops):
-            raise InvalidInput("stop", "strings must not be empty")
+        stops = check_stops(stops)
         self.stops, self.stopped = stops, False
         self.hold = max((len(s) for s in stops), default=1) - 1
         self.pending: str | bytes = ""
@@ -126,9 +122,8 @@ class Sampler:
 
     # -- checks and pieces -------------------------------------------------------------------------
     def _start(self, length: int, start_text: str) -> np.ndarray | None:
-        if length < 1:
-            raise InvalidInput("length", f"must be positive (got {length})")
-        start = self.vocab.encode(start_text) - 1 if start_text else None  # 0-based for the model
+        check_range("length", length, LENGTH, integer=True)
+        start = self.vocab.encode(check_text("start_text", start_text)) - 1 if start_text else None  # 0-based for the model
         if start is not None and len(start) > length:
             raise InvalidInput("length", f"{length} is shorter than the start text ({len(start)} tokens)")
         return start
@@ -207,10 +202,9 @@ class Sampler:
                       temperature: float = 1.0, seed: int | None = None, top_k: int = 0, top_p: float = 1.0,
                       stop: Sequence[str] = ()) -> list[str | bytes]:
         """``num_samples`` independent samples computed together as one batch; row j uses seed + j."""
-        if num_samples < 1:
-            raise InvalidInput("num_samples", f"must be positive (got {num_samples})")
+        check_range("num_samples", num_samples, NUM_SAMPLES, integer=True)
         start = self._start(length, start_text)
-        params = [sampling_params(argmax, temperature, top_k, top_p, None if seed is None else seed + j)
+        params = [sampling_params(argmax, temperature, top_k, top_p, row_seed(seed, j))
                   for j in range(num_samples)]
         stops = self._encode_stops(stop)
         StopMatcher(stops)  # validates

@@ -20,7 +20,7 @@ def _page(name: str, m: LoadedModel) -> bytes:
 
 async def export_page(request: Request) -> Response:
     """The page of the model's current checkpoint (a followed directory: its newest)."""
-    from .app import ApiError  # here: app.py imports this module
+    from .errors import ApiError
 
     try:
         served = request.app.state.server.model(request.path_params["name"])

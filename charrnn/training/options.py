@@ -9,56 +9,16 @@ preset and a resumed run's saved configuration, for both front ends.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config import BACKENDS, INIT_SCHEMES, MODEL_TYPES, PRECISIONS, ModelConfig
 from ..errors import InvalidInput, opt
+from ..options import (GPU_HELP, NON_NEGATIVE, POSITIVE, Range, _base_type, check_fields,  # noqa: F401 (re-exported)
+                       defaults, option)
+from ..sampling.options import TEMPERATURE
 from .schedules import SCHEDULES
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a number: ``low`` .. ``high``, each end open or closed (None = unbounded)."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if self.low is not None and (value < self.low or self.low_open and value == self.low):
-            return False
-        return self.high is None or (value < self.high or not self.high_open and value == self.high)
-
-    def problem(self, value) -> str:
-        if self == POSITIVE:
-            return f"must be positive (got {value})"
-        if self == NON_NEGATIVE:
-            return f"must not be negative (got {value})"
-        return (f"must lie in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
-                f"{')' if self.high_open else ']'} (got {value})")
-
-
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-
-
-def option(default: Any, help: str = "", *, range: Range | None = None, choices: tuple | None = None,
-           kind: str | None = None, cli: bool = True) -> Any:
-    """A config field with what the command line and the validation need to know about it.
-
-    ``kind``: how the flag is spelled on the command line: "path", "dir", "duration" (30s, 5m, 2h),
-    "01" (a 0/1 value, as torch-rnn wrote booleans) or "flag" (present or absent).
-    ``cli=False``: a Python-only option.
-    """
-    return field(default=default, metadata={"help": help, "range": range, "choices": choices, "kind": kind,
-                                            "cli": cli})
-
-
-GPU_HELP = "GPU index: -1 = CPU; default: GPU 0 when present, else the CPU."
 
 
 @dataclass
@@ -109,7 +69,7 @@ class TrainConfig:
                               range=NON_NEGATIVE)
     sample_every: int = option(0, "Print a sample every N iterations; 0 = never.", range=NON_NEGATIVE)
     sample_length: int = option(200, "Characters per sample during training.", range=POSITIVE)
-    sample_temperature: float = option(1.0, "Temperature of samples during training.", range=POSITIVE)
+    sample_temperature: float = option(1.0, "Temperature of samples during training.", range=TEMPERATURE)
     tensorboard: str | None = option(None, "Write TensorBoard logs to this directory.", kind="dir")
     speed_benchmark: bool = option(False, "1 = record the time of every iteration.", kind="01")
     memory_benchmark: bool = option(False, "1 = record memory use every iteration.", kind="01")
@@ -158,38 +118,6 @@ class LRFindOptions:
 LR_FIND_TRAIN_OPTIONS = ("input_h5", "input_json", "model_type", "wordvec_size", "rnn_size", "num_layers", "dropout",
                          "batchnorm", "batch_size", "seq_length", "grad_clip", "weight_init", "init_std", "gpu",
                          "gpu_backend", "precision", "seed")
-
-_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false (1 or 0)"}
-
-
-def _base_type(f) -> str:
-    return str(f.type).replace(" | None", "").strip()
-
-
-def check_fields(config) -> None:
-    """Check every field of a config dataclass against its type, range and choices."""
-    for f in fields(config):
-        value, base = getattr(config, f.name), _base_type(f)
-        if value is None and "None" in str(f.type):
-            continue
-        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-              "str": isinstance(value, str), "bool": isinstance(value, bool)}.get(base, True)
-        if not ok:
-            raise InvalidInput(f.name, f"must be {_TYPE_NAMES[base]} (got {value!r})")
-        meta = f.metadata
-        if base == "float" and not math.isfinite(value):
-            raise InvalidInput(f.name, f"must be finite (got {value})")
-        if meta.get("range") and value not in meta["range"]:
-            raise InvalidInput(f.name, meta["range"].problem(value))
-        if meta.get("choices") and value not in meta["choices"]:
-            raise InvalidInput(f.name, f"must be one of {', '.join(meta['choices'])} (got {value!r})")
-
-
-def defaults(cls) -> dict[str, Any]:
-    """Each field's default value."""
-    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
-
 
 # -- explicit options + preset + resumed run -> one configuration ------------------------------------
 OUTPUT_PATHS = ("checkpoint_name", "tensorboard")  # where a run writes or deletes: never taken from a file

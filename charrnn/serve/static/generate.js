@@ -1,22 +1,10 @@
-// The Generate view: streams completions from /v1/completions into side-by-side panes.
-"use strict";
-const $ = id => document.getElementById(id);
+// The page's entry module: theme, tabs, and the Generate view, which streams completions from
+// /v1/completions into side-by-side panes.
+import { $, fetchJSON, headers } from "./dom.js";
+import * as Training from "./training.js";
 
-const App = {
-  settings: null,
-  controller: null,
-  headers() {
-    const h = { "Content-Type": "application/json" };
-    const key = $("api-key").value || localStorage.getItem("charrnn-key");
-    if (key) h["Authorization"] = "Bearer " + key;
-    return h;
-  },
-  async fetchJSON(url) {
-    const r = await fetch(url, { headers: App.headers() });
-    if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error?.message || r.statusText);
-    return r.json();
-  },
-};
+let settings = null;     // the server's /api/settings
+let controller = null;   // the running generation's AbortController
 
 function setTheme(theme) {
   document.documentElement.dataset.theme = theme;
@@ -42,23 +30,23 @@ $("api-key").onchange = () => { localStorage.setItem("charrnn-key", $("api-key")
 
 async function loadSettings() {
   try {
-    App.settings = await App.fetchJSON("/api/settings");
+    settings = await fetchJSON("/api/settings");
   } catch (e) {
     status(e.message, true);
     return;
   }
-  $("api-key").hidden = !App.settings.auth;
+  $("api-key").hidden = !settings.auth;
   const select = $("model");
   const chosen = select.value;
-  select.replaceChildren(...App.settings.models.map(m => {
+  select.replaceChildren(...settings.models.map(m => {
     const o = document.createElement("option");
     o.value = m.id;
     o.textContent = `${m.id} (${m.architecture.model_type} ${m.architecture.num_layers}×${m.architecture.rnn_size}, it ${m.iteration})`;
     return o;
   }));
   if (chosen) select.value = chosen;
-  $("length").max = App.settings.max_tokens;
-  $("samples").max = Math.min(8, App.settings.max_batch);
+  $("length").max = settings.max_tokens;
+  $("samples").max = Math.min(8, settings.max_batch);
 }
 
 function status(text, error) {
@@ -124,7 +112,7 @@ function append(pane, choice, colour) {
 
 async function generate(event) {
   event.preventDefault();
-  if (App.controller) return;
+  if (controller) return;
   const n = Math.max(1, Math.min(+$("samples").value || 1, +$("samples").max || 8));
   const colour = $("colour").checked;
   const prompt = $("prompt").value;
@@ -136,14 +124,14 @@ async function generate(event) {
   if ($("seed").value !== "") body.seed = +$("seed").value;
   if (colour) body.logprobs = 1;
   const panes = makePanes(n, prompt);
-  App.controller = new AbortController();
+  controller = new AbortController();
   $("go").disabled = true; $("stop").disabled = false;
   document.body.dataset.state = "streaming";
   status("generating…");
   const started = performance.now();
   let chars = 0, finish = [];
   try {
-    const r = await fetch("/v1/completions", { method: "POST", headers: App.headers(), body: JSON.stringify(body), signal: App.controller.signal });
+    const r = await fetch("/v1/completions", { method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal });
     if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error?.message || r.statusText);
     const reader = r.body.getReader(), decoder = new TextDecoder();
     let buffer = "", done = false;
@@ -176,11 +164,11 @@ async function generate(event) {
     if (e.name === "AbortError") { status(`stopped after ${chars.toLocaleString()} characters`); document.body.dataset.state = "stopped"; }
     else { status(e.message, true); document.body.dataset.state = "error"; }
   } finally {
-    App.controller = null;
+    controller = null;
     $("go").disabled = false; $("stop").disabled = true;
   }
 }
 
 $("controls").onsubmit = generate;
-$("stop").onclick = () => App.controller?.abort();
+$("stop").onclick = () => controller?.abort();
 loadSettings().then(() => showView(location.hash === "#training" ? "training" : "generate"));
