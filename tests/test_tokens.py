@@ -262,3 +262,43 @@ def test_cli_preprocess_words(cli, words_txt, tmp_path):
               "--output-h5", tmp_path / "c.h5", "--output-json", tmp_path / "c.json")
     assert out.code == 0 and "25 words" in out.out and "characters per token" in out.out
     assert len(Vocabulary.load(tmp_path / "c.json")) == len(set(words_txt.read_text(encoding="utf-8"))) + 25
+
+
+# -- the server -----------------------------------------------------------------------------------------
+def serve_client(checkpoint):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from charrnn.serve import create_app
+    return TestClient(create_app([checkpoint], log=lambda m: None, max_tokens=200, max_prompt=50, max_batch=8,
+                                 max_queue=16))
+
+
+def test_the_server_stops_a_completion_at_the_end_token(names_model):
+    tmp, data, checkpoint, names = names_model
+    with serve_client(checkpoint) as client:
+        for stream in (False, True):
+            r = client.post("/v1/completions", json={"prompt": "Ka", "max_tokens": 200, "n": 6, "seed": 5,
+                                                     "stream": stream})
+            assert r.status_code == 200, r.text
+            if stream:
+                chunks = [json.loads(line[6:]) for line in r.text.splitlines()
+                          if line.startswith("data: {")]
+                finish = [c["finish_reason"] for chunk in chunks for c in chunk["choices"] if c["finish_reason"]]
+                assert finish == ["stop"] * 6
+                continue
+            for choice in r.json()["choices"]:
+                assert choice["finish_reason"] == "stop" and "\n" not in choice["text"]
+                assert 0 < len(choice["text"]) < 60
+
+
+def test_the_server_serves_a_word_model(word_model):
+    tmp, data, checkpoint = word_model
+    with serve_client(checkpoint) as client:
+        r = client.post("/v1/completions", json={"prompt": "The quick", "max_tokens": 30, "seed": 1,
+                                                 "logprobs": 2})
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        assert choice["finish_reason"] == "length" and choice["text"]
+        assert all(isinstance(t, str) and t for t in choice["logprobs"]["tokens"])
