@@ -55,13 +55,35 @@ def classes(points: np.ndarray) -> np.ndarray:
 def segment_starts(points: np.ndarray) -> np.ndarray:
     """Indices where segments begin (the first is 0), for a non-empty array."""
     cls = classes(points)
-    run = np.empty(len(points), dtype=bool)
-    run[0] = True
-    np.not_equal(cls[1:], cls[:-1], out=run[1:])
-    run |= cls == END
-    index = np.arange(len(points))
-    run_start = np.maximum.accumulate(np.where(run, index, 0))
-    return np.flatnonzero(run | ((index - run_start) % MAX_WORD == 0))
+    starts = np.concatenate([[0], np.flatnonzero(cls[1:] != cls[:-1]) + 1])
+    lengths = np.diff(np.append(starts, len(points)))
+    step = np.where(cls[starts] == END, 1, MAX_WORD)  # end marks: one segment each
+    long = np.flatnonzero(lengths > step)
+    if len(long) == 0:  # the usual case: no run needs cutting
+        return starts
+    return np.union1d(starts, _pieces(starts[long], lengths[long], step[long]))
+
+
+def _pieces(starts: np.ndarray, lengths: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The starts of the second and later pieces of long runs: every ``step`` from each run's start."""
+    counts = (lengths - 1) // step
+    first = np.cumsum(counts) - counts
+    k = np.arange(int(counts.sum())) - np.repeat(first, counts) + 1
+    return np.repeat(starts, counts) + k * np.repeat(step, counts)
+
+
+def last_segment_start(points: np.ndarray) -> int:
+    """Where the last segment of a non-empty array begins (looking back only as far as its run)."""
+    window = 4096
+    while True:
+        lo = max(0, len(points) - window)
+        cls = classes(points[lo:])
+        change = np.flatnonzero(cls[1:] != cls[:-1])
+        if len(change) or lo == 0:
+            run = lo + (int(change[-1]) + 1 if len(change) else 0)  # the last run begins here
+            step = 1 if cls[run - lo] == END else MAX_WORD
+            return run + (len(points) - run - 1) // step * step
+        window *= 4
 
 
 def mark_documents(points: np.ndarray, documents: str | None) -> np.ndarray:
@@ -93,7 +115,7 @@ def segment_stream(chunks: Iterable[np.ndarray], documents: str | None) -> Itera
         if len(chunk) == 0:
             continue
         points = np.concatenate([carry, chunk.astype(np.uint32, copy=False)])
-        cut = int(segment_starts(points)[-1])
+        cut = last_segment_start(points)
         if documents and points[cut] == 10:  # keep a whole run of newlines together: it may be one separator
             other = np.flatnonzero(points[:cut] != 10)
             cut = int(other[-1]) + 1 if len(other) else 0
