@@ -83,6 +83,7 @@ class Vocabulary:
         object.__setattr__(self, "_lookup", lookup)
         values = (0,) + tuple(t if type(t) is int else 0 for t in self.tokens)
         object.__setattr__(self, "_values", np.array(values, dtype=np.uint32))  # value by id
+        object.__setattr__(self, "_plain", len(chars) == len(self.tokens))
 
     def _check_strings(self) -> None:
         strings = [(i, t) for i, t in enumerate(self.tokens, 1) if type(t) is not int]
@@ -98,7 +99,7 @@ class Vocabulary:
     @property
     def plain(self) -> bool:
         """Whether every token is one character (or byte): torch-rnn's own kind of vocabulary."""
-        return self.end_token is None and not self.has_words
+        return self.__dict__["_plain"]
 
     @property
     def has_words(self) -> bool:

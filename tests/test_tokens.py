@@ -231,6 +231,15 @@ def test_novel_index_finds_whole_training_documents(names_model):
     assert seen[0] + "x" not in index and seen[0][:-1] not in index and "Zzz" not in index
 
 
+def test_novel_index_does_not_depend_on_its_block_size(names_model, monkeypatch):
+    from charrnn.sampling import documents
+    tmp, data, checkpoint, names = names_model
+    whole = documents.TrainingDocuments.from_file(data.output_h5, data.vocab)
+    monkeypatch.setattr(documents, "HASH_BLOCK", 7)
+    blocks = documents.TrainingDocuments.from_file(data.output_h5, data.vocab)
+    assert np.array_equal(whole.hashes, blocks.hashes) and len(whole) > 1000
+
+
 @pytest.mark.parametrize("args, message", [
     (["--novel", "--input-h5", "missing.h5"], "--novel needs the training data"),
     (["--unique"], "go with --documents"),
