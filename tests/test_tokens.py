@@ -297,9 +297,11 @@ def test_the_server_stops_a_completion_at_the_end_token(names_model):
                 finish = [c["finish_reason"] for chunk in chunks for c in chunk["choices"] if c["finish_reason"]]
                 assert finish == ["stop"] * 6
                 continue
-            for choice in r.json()["choices"]:
+            choices = r.json()["choices"]
+            for choice in choices:  # "Ka" may be a whole name: an empty completion is a stop too
                 assert choice["finish_reason"] == "stop" and "\n" not in choice["text"]
-                assert 0 < len(choice["text"]) < 60
+                assert len(choice["text"]) < 60
+            assert any(choice["text"] for choice in choices)
 
 
 def test_the_server_serves_a_word_model(word_model):
