@@ -165,16 +165,22 @@ def cli() -> None:
 @click.option("--dtype", type=click.Choice(["auto", "uint8", "uint16", "uint32"]), default="auto", show_default=True,
               help="auto = torch-rnn's uint8 (<= 255 tokens) or uint32.")
 @click.option("--compression", type=click.Choice(["gzip", "lzf"]), help="Compress the HDF5 datasets.")
+@click.option("--tokens", "tokens_kind", type=click.Choice(["chars", "words"]), default="chars", show_default=True,
+              help="words: the --max-vocab most frequent words (and runs of spaces or symbols) become tokens too.")
+@click.option("--max-vocab", type=int, help="Word tokens on top of the characters [default: 2000].")
+@click.option("--documents", type=click.Choice(["lines", "blank-lines"]),
+              help="Each line (or paragraph) is a document; an end token goes between documents.")
 @click.option("--quiet", is_flag=True, help="Print nothing.")
 def preprocess(input_txt, output_h5, output_json, val_frac, test_frac, encoding, lowercase, input_json, unknown_char,
-               vocab_from, dtype, compression, quiet) -> None:
+               vocab_from, dtype, compression, tokens_kind, max_vocab, documents, quiet) -> None:
     """Turn a text file into torch-rnn's HDF5 token file and JSON vocabulary."""
     from .preprocessing import preprocess as run
 
     start = time.perf_counter()
     result = run(input_txt, output_h5, output_json, val_frac, test_frac, encoding, lowercase,
                  log=None if quiet else click.echo, input_json=input_json, unknown_char=unknown_char,
-                 vocab_from=vocab_from, dtype=dtype, compression=compression)
+                 vocab_from=vocab_from, dtype=dtype, compression=compression, tokens=tokens_kind,
+                 documents=documents, max_vocab=max_vocab)
     if not quiet:
         seconds = time.perf_counter() - start
         click.echo(f"done in {seconds:.2f} s ({result.input_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
@@ -219,16 +225,24 @@ def train(ctx: click.Context, quiet: bool, preset: str | None, nproc: int | None
 # -- sample ---------------------------------------------------------------------------------------
 @cli.command()
 @options_of(SampleOptions, checkpoint={"required": True})
-def sample(checkpoint, length, start_text, temperature, top_k, top_p, stop, seed, gpu, gpu_backend,
-           num_samples, output, verbose, **flag) -> None:
+@click.pass_context
+def sample(ctx, checkpoint, length, start_text, temperature, top_k, top_p, stop, seed, gpu, gpu_backend,
+           num_samples, output, verbose, documents, unique, novel, input_h5, **flag) -> None:
     """Generate text from a checkpoint, streamed as it is produced."""
     from .sampling.sampler import Sampler
 
     start = time.perf_counter()
+    if (unique or novel or input_h5) and not documents:
+        raise CharRNNError("--unique, --novel and --input-h5 go with --documents N")
     sampler = Sampler.from_checkpoint(checkpoint, gpu=gpu, gpu_backend=gpu_backend)
     binary = sampler.vocab.byte_mode
     params = dict(argmax=not flag["sample"], temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=stop)
-    if num_samples > 1:
+    if documents:
+        explicit = ctx.get_parameter_source("length") is not ParameterSource.DEFAULT
+        pieces = [_documents(sampler, checkpoint, documents, length if explicit else None, start_text, unique,
+                             novel, input_h5, num_samples, params)]
+        length = sum(len(p) for p in pieces)
+    elif num_samples > 1:
         texts = sampler.generate_many(num_samples, length, start_text, **params)
         gap = b"\n\n" if binary else "\n\n"
         pieces = iter([gap.join(texts)])
@@ -252,16 +266,36 @@ def sample(checkpoint, length, start_text, temperature, top_k, top_p, stop, seed
         click.echo(f"sampled {length} characters in {seconds:.2f} s ({length / seconds:,.0f} chars/s)", err=True)
 
 
+def _documents(sampler, checkpoint, n, length, start_text, unique, novel, input_h5, num_samples, params) -> str:
+    """``charrnn sample --documents N``: the list as text; what was rejected, on stderr."""
+    from .sampling.documents import (DEFAULT_BATCH, DEFAULT_LENGTH, TrainingDocuments, format_documents,
+                                     require_documents, sample_documents, training_file)
+
+    require_documents(sampler.vocab)
+    if params.pop("stop"):
+        raise CharRNNError("--stop does not go with --documents (each document ends at the end token)")
+    index = TrainingDocuments.from_file(training_file(checkpoint, input_h5), sampler.vocab) if novel else None
+    batch = num_samples if num_samples > 1 else min(DEFAULT_BATCH, 2 * n + 8)
+    found = sample_documents(sampler, n, start_text, length or DEFAULT_LENGTH, unique, index, batch, **params)
+    click.echo(f"charrnn: {found.summary(n)}", err=True)
+    return format_documents(found.documents, sampler.vocab)
+
+
 # -- eval and convert -----------------------------------------------------------------------------
 @cli.command("eval")
 @options_of(EvalOptions, checkpoint={"required": True})
 def eval_command(checkpoint, input_h5, input_json, split, batch_size, seq_length, gpu, gpu_backend) -> None:
-    """Mean loss of a checkpoint over a whole split, in nats and bits per character."""
+    """Mean loss of a checkpoint over a whole split, per token and per character (nats and bits)."""
     from .evaluation import evaluate_checkpoint
 
     r = evaluate_checkpoint(checkpoint, input_h5, split, input_json, batch_size, seq_length, gpu, gpu_backend)
-    click.echo(f"{r.split} loss = {r.loss:.6f} nats/char, {r.bits_per_char:.4f} bits/char "
-               f"({r.batches} batches of {r.batch_size}x{r.seq_length})")
+    if r.chars_per_token == 1.0:
+        click.echo(f"{r.split} loss = {r.loss:.6f} nats/char, {r.bits_per_char:.4f} bits/char "
+                   f"({r.batches} batches of {r.batch_size}x{r.seq_length})")
+    else:  # several characters per token: per token, and per character to compare with character models
+        click.echo(f"{r.split} loss = {r.loss:.6f} nats/token, {r.bits_per_token:.4f} bits/token; "
+                   f"{r.loss_per_char:.6f} nats/char, {r.bits_per_char:.4f} bits/char "
+                   f"({r.chars_per_token:.3f} chars/token; {r.batches} batches of {r.batch_size}x{r.seq_length})")
 
 
 @cli.command()

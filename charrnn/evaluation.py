@@ -20,14 +20,24 @@ MAX_BATCH_TOKENS = 1 << 22  # N x T of one evaluation batch
 @dataclass(frozen=True)
 class EvalResult:
     split: str
-    loss: float  # nats per character
+    loss: float  # nats per token (per character for a character vocabulary)
     batches: int
     batch_size: int
     seq_length: int
+    chars_per_token: float = 1.0  # of the split: word tokens are several characters
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.loss / math.log(2)
+
+    @property
+    def loss_per_char(self) -> float:
+        """Nats per character: comparable between runs with different tokens."""
+        return self.loss / self.chars_per_token
 
     @property
     def bits_per_char(self) -> float:
-        return self.loss / math.log(2)
+        return self.loss_per_char / math.log(2)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = None, split: str = "val",
@@ -59,7 +69,23 @@ def evaluate_checkpoint(checkpoint: str | Path, input_h5: str | Path | None = No
                                          "too few for one sequence")
     with batches:
         loss = evaluate(ckpt.build_model(device), batches, device, recorded_precision(opt, device))
-    return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length)
+    return EvalResult(split, loss, batches.num_batches, batches.batch_size, seq_length,
+                      chars_per_token(input_h5, split, ckpt.vocab))
+
+
+def chars_per_token(input_h5: str | Path, split: str, vocab: Vocabulary) -> float:
+    """Mean characters per token of a split (1 for a character vocabulary; the end token counts as
+    its separator)."""
+    if vocab.plain:
+        return 1.0
+    import numpy as np
+
+    from .data import read_chunks
+    lengths, tokens, chars = vocab.char_lengths(), 0, 0
+    for chunk in read_chunks(input_h5, split, len(vocab)):
+        tokens += len(chunk)
+        chars += int(np.dot(np.bincount(chunk, minlength=len(lengths)), lengths))
+    return chars / max(tokens, 1)
 
 
 def _stored_size(path: Path, opt: dict, name: str, default: int = 50) -> int:

@@ -409,7 +409,8 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
                test_frac: float = 0.1, encoding: str = "utf-8", lowercase: bool = False,
                log: Callable[[str], None] | None = None, chunk_bytes: int = CHUNK_BYTES,
                input_json: str | os.PathLike | None = None, unknown_char: str | None = None,
-               vocab_from: str = "all", dtype: str = "auto", compression: str | None = None) -> PreprocessResult:
+               vocab_from: str = "all", dtype: str = "auto", compression: str | None = None,
+               tokens: str = "chars", documents: str | None = None, max_vocab: int | None = None) -> PreprocessResult:
     """Write ``input_txt`` as torch-rnn's HDF5 (``/train``, ``/val``, ``/test``) and JSON files.
 
     Outputs default to the input's path with ``.h5`` and ``.json``. Nothing is written
@@ -421,6 +422,10 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
     outside the vocabulary are an error unless ``unknown_char`` names a token to map them to.
     ``dtype`` overrides torch-rnn's uint8/uint32 choice (``uint16`` halves the file for
     256..65535 tokens); ``compression`` is ``gzip`` or ``lzf`` (chunked datasets).
+
+    ``tokens="words"`` adds the ``max_vocab`` most frequent words (and runs of spaces or symbols)
+    to the characters; ``documents`` (``lines`` or ``blank-lines``) puts an end token between
+    documents (:mod:`charrnn.token_preprocessing`). Without either the files are torch-rnn's.
     """
     path = check_readable_file(input_txt, "input text")
     check_fractions(val_frac, test_frac)
@@ -437,6 +442,11 @@ def preprocess(input_txt: str | os.PathLike, output_h5: str | os.PathLike | None
         raise InvalidInput("vocab_from", f"must be 'all' or 'train' (got {vocab_from!r})")
     if dtype != "auto" and dtype not in DTYPES:
         raise InvalidInput("dtype", DTYPE_CHOICES.format(dtype))
+    from .token_preprocessing import check_token_options, preprocess_tokens
+    check_token_options(tokens, documents, max_vocab, encoding, input_json, vocab_from, unknown_char)
+    if tokens == "words" or documents:
+        return preprocess_tokens(path, output_h5, output_json, val_frac, test_frac, encoding, lowercase, tokens,
+                                 documents, max_vocab, dtype, compression, log, chunk_bytes)
     byte_mode = encoding == "bytes"
     known = _known_vocabulary(input_json, byte_mode) if input_json else None
     if known is not None:

@@ -142,7 +142,7 @@ def save_checkpoint(name: str | Path, iteration: int, model: "CharRNN", vocab: V
         "format": FORMAT,
         "version": VERSION,
         "model_config": model.config.to_dict(),
-        "vocab": {"tokens": list(vocab.tokens), "byte_mode": vocab.byte_mode},
+        "vocab": vocab.to_checkpoint_dict(),
         "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
                   for k, v in model.state_dict().items()},
         "iteration": iteration,

@@ -69,12 +69,16 @@ def _vocab(fail, data, config: ModelConfig) -> Vocabulary:
     if not isinstance(data, dict) or not isinstance(data.get("tokens"), (list, tuple)):
         raise fail("vocab.tokens", "is missing or not a list")
     tokens = data["tokens"]
-    if not all(is_int(t) for t in tokens) or data.get("byte_mode") not in (True, False):
-        raise fail("vocab", "must hold whole-number tokens and a true/false byte_mode")
+    if not all(is_int(t) or isinstance(t, str) for t in tokens) or data.get("byte_mode") not in (True, False):
+        raise fail("vocab", "must hold whole-number (or word) tokens and a true/false byte_mode")
     if len(tokens) != config.vocab_size:
         raise fail("vocab.tokens", f"holds {len(tokens)} tokens but the model's vocab_size is {config.vocab_size}")
+    end, documents = data.get("end_token"), data.get("documents")
+    if not (end is None or is_int(end)) or not (documents is None or isinstance(documents, str)):
+        raise fail("vocab.end_token", "must be a token id, with a documents mode")
     try:
-        return Vocabulary(tuple(int(t) for t in tokens), bool(data["byte_mode"]))
+        return Vocabulary(tuple(t if isinstance(t, str) else int(t) for t in tokens), bool(data["byte_mode"]),
+                          None if end is None else int(end), documents)
     except CharRNNError as exc:
         raise fail("vocab.tokens", f"is not a valid vocabulary ({exc})") from None
 

@@ -32,7 +32,7 @@ MAX_STOP_LENGTH = 100
 class SampleOptions:
     """Every option of ``charrnn sample``; names and defaults follow torch-rnn's sample.lua."""
 
-    checkpoint: str = option("", "A checkpoint file, or a directory (its newest).", kind="path")
+    checkpoint: str = option("", "A checkpoint file, or a directory (its newest run's best checkpoint).", kind="path")
     length: int = option(2000, "Characters, start text included.", range=LENGTH)
     start_text: str = option("", "Text the model reads first; the output begins with it.")
     sample: bool = option(True, "0 = argmax at every step.", kind="01")
@@ -51,6 +51,12 @@ class SampleOptions:
                               range=NUM_SAMPLES)
     output: str | None = option(None, "Write to this file instead of stdout.", kind="file", short="-o")
     verbose: bool = option(False, "1 = report speed on stderr.", kind="01")
+    documents: int | None = option(None, "Print N documents (model trained with preprocess --documents), one per "
+                                         "line or block; --length then caps each one [default: 500] and "
+                                         "--num-samples sets the batch.", range=POSITIVE)
+    unique: bool = option(False, "With --documents: drop repeats.", kind="flag")
+    novel: bool = option(False, "With --documents: drop documents of the training split.", kind="flag")
+    input_h5: str | None = option(None, "With --novel: the training data [default: the checkpoint's].", kind="path")
 
 
 def check_range(field: str, value, span: Range, integer: bool = False):

@@ -151,7 +151,7 @@ class Sampler:
     def generate(self, length: int = 2000, start_text: str = "", argmax: bool = False, temperature: float = 1.0,
                  seed: int | None = None, chunk: int = 256, top_k: int = 0, top_p: float = 1.0,
                  stop: Sequence[str] = ()) -> Iterator[str | bytes]:
-        """Yield up to ``length`` characters (start text included) in pieces of about ``chunk``.
+        """Yield up to ``length`` characters (start text included) in pieces of about ``chunk`` tokens.
 
         Without start text the first character is drawn uniformly (argmax takes the first token),
         as torch-rnn does. A stop string ends the text just before it (searched in the generated
@@ -160,16 +160,17 @@ class Sampler:
         params = sampling_params(argmax, temperature, top_k, top_p, seed)
         start = self._start(length, start_text)
         matcher = StopMatcher(self._encode_stops(stop))
+        budget = _CharBudget(length, self.vocab.plain)  # a token may be several characters: count them
         if start is not None:
-            yield self._decode(start)
+            yield budget.take(self._decode(start))
         remaining = length - (0 if start is None else len(start))
         for ids in self._token_pieces(remaining, start, params, chunk):
-            piece = matcher.push(self._decode(ids))
+            piece = budget.take(matcher.push(self._decode(ids)))
             if piece:
                 yield piece
-            if matcher.stopped:
+            if matcher.stopped or budget.spent:
                 return
-        tail = matcher.flush()
+        tail = budget.take(matcher.flush())
         if tail:
             yield tail
 
@@ -218,7 +219,7 @@ class Sampler:
         for row in rows:
             matcher = StopMatcher(stops)
             body = matcher.push(self._decode(row))
-            out.append(prefix + body + (matcher.flush() or self._empty()))
+            out.append((prefix + body + (matcher.flush() or self._empty()))[:length])  # characters, not tokens
         return out
 
     def _engine_rows(self, n: int, remaining: int, start, params: list[SamplingParams]) -> np.ndarray:
@@ -271,6 +272,24 @@ class Sampler:
                     scores, state = self.model(torch.as_tensor(nxt, device=self.device).view(n, 1), state)
             if block:
                 yield np.stack(block, axis=1)
+
+
+class _CharBudget:
+    """Cuts a stream after ``length`` characters; a no-op for one-character tokens (tokens = characters)."""
+
+    def __init__(self, length: int, plain: bool) -> None:
+        self.left, self.plain = length, plain
+
+    @property
+    def spent(self) -> bool:
+        return not self.plain and self.left <= 0
+
+    def take(self, piece):
+        if self.plain:
+            return piece
+        piece = piece[:max(self.left, 0)]
+        self.left -= len(piece)
+        return piece
 
 
 def sample_from_model(model: "CharRNN", vocab: Vocabulary, length: int = 200, temperature: float = 1.0,

@@ -60,6 +60,7 @@ class Choice:
         self.started = False  # generating (primed, or no prompt)
         self.first = True     # the next token is the first without a prompt
         self.done = False
+        self.ended = False  # the model produced its end-of-document token
 
 
 class Job:
@@ -111,8 +112,10 @@ class Batcher:
         self.prime_chunk, self.flush_every = prime_chunk, flush_every
         self.burst, self.max_burst, self.burst_seconds = 1, 64, 0.01
         self.engine = Engine(model.config, model.weights, capacity=capacity)
-        self.values = np.array(model.vocab.tokens)  # token value by 0-based id
+        self.vocab = model.vocab
+        self.values = np.array(model.vocab.tokens if model.vocab.plain else [0])  # token value by 0-based id
         self.byte_mode = model.vocab.byte_mode
+        self.end = None if model.vocab.end_token is None else model.vocab.end_token - 1  # 0-based: ends a completion
         self.pending: deque[Job] = deque()
         self.active: list[Job] = []
         self.free = capacity
@@ -250,9 +253,12 @@ class Batcher:
             steps = min(self.burst, left)
             tokens = self.engine.generate(slots, steps)  # sample and feed, steps times, in one call
             for (job, c), row in zip(rows, tokens):
-                c.pending.extend(row.tolist())
+                row = row.tolist()
+                if self.end is not None and self.end in row:  # the end of a document: stop before it
+                    row, c.ended = row[:row.index(self.end)], True
+                c.pending.extend(row)
                 c.produced += steps
-                c.done = c.produced >= job.max_tokens
+                c.done = c.ended or c.produced >= job.max_tokens
         else:
             steps = 1
             out = self.engine.sample(slots)
@@ -272,6 +278,9 @@ class Batcher:
         for (job, c), tok, lp in zip(rows, tokens, lps):
             tok = int(tok)
             c.first = False
+            if tok == self.end:  # the end of a document: the completion stops, without the token
+                c.done = c.ended = True
+                continue
             c.pending.append(tok)
             if c.params.logprobs:
                 c.pending_lp.append((tok, lp))
@@ -296,7 +305,7 @@ class Batcher:
         for job in list(self.active):
             events = []
             for c in job.choices:
-                if c.pending and (periodic or c.done or c.produced == len(c.pending)):
+                if (c.pending or c.ended) and (periodic or c.done or c.produced == len(c.pending)):
                     events.append(self._emit(c))
                 if c.done and c.slot >= 0:  # a finished or stopped row leaves the batch at once
                     self._close(c)
@@ -309,9 +318,11 @@ class Batcher:
         self._notify(wake)
 
     def _emit(self, c: Choice) -> Event:
-        ids = np.array(c.pending)
+        ids = np.array(c.pending, dtype=np.int64)
         if self.byte_mode:
             text = c.decoder.decode(self.values[ids].astype(np.uint8).tobytes(), final=c.done)
+        elif not self.vocab.plain:
+            text = self.vocab.decode(ids.astype(np.int64) + 1)
         else:
             text = self.values[ids].astype(np.uint32).tobytes().decode("utf-32-le")
         out = c.matcher.push(text)
@@ -322,7 +333,7 @@ class Batcher:
             event = Event(c.index, out, lps[:len(out)] if not self.byte_mode else lps, "stop")
         elif c.done:
             out += c.matcher.flush()
-            event = Event(c.index, out, lps, "length")
+            event = Event(c.index, out, lps, "stop" if c.ended else "length")
         else:
             event = Event(c.index, out, lps[:len(out)] if not self.byte_mode and c.matcher.pending else lps)
             if c.matcher.pending and not self.byte_mode:

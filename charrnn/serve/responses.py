@@ -10,8 +10,10 @@ from .validation import CompletionRequest
 
 
 def _token_text(vocab, token: int) -> str:
+    if not vocab.byte_mode:
+        return vocab.token_text(token + 1)
     value = vocab.tokens[token]
-    return chr(value) if not vocab.byte_mode else (chr(value) if value < 128 else f"bytes:\\x{value:02x}")
+    return chr(value) if value < 128 else f"bytes:\\x{value:02x}"
 
 
 class LogprobWriter:

@@ -71,7 +71,9 @@ class Progress:
         self.update(step.i, step.loss, step.lr)
 
     def on_evaluation(self, i: int, val_loss: float) -> None:
-        self.write(f"val_loss = {val_loss:f} ({val_loss * LOG2E:.4f} bits/char) at i = {i}")
+        vocab = getattr(getattr(self, "run", None), "vocab", None)
+        unit = "bits/char" if vocab is None or vocab.plain else "bits/token"  # charrnn eval gives both
+        self.write(f"val_loss = {val_loss:f} ({val_loss * LOG2E:.4f} {unit}) at i = {i}")
 
     def on_checkpoint(self, i: int, path) -> None:
         self.write(f"saved {path}")
