@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from .errors import CharRNNError
 from .eval_options import EvalOptions
+from .export.options import ExportOptions
 from .sampling.options import SampleOptions
 from .serve.options import ServeOptions, Settings
 from .training.options import GPU_HELP, LR_FIND_TRAIN_OPTIONS, LRFindOptions, TrainConfig, resolve_train_config
@@ -239,7 +240,7 @@ def sample(ctx, checkpoint, length, start_text, temperature, top_k, top_p, stop,
     params = dict(argmax=not flag["sample"], temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=stop)
     if documents:
         explicit = ctx.get_parameter_source("length") is not ParameterSource.DEFAULT
-        pieces = [_documents(sampler, checkpoint, documents, length if explicit else None, start_text, unique,
+        pieces = [_documents(sampler, checkpoint, documents, length if explicit else None, start_text or "", unique,
                              novel, input_h5, num_samples, params)]
         length = sum(len(p) for p in pieces)
     elif num_samples > 1:
@@ -311,18 +312,12 @@ def convert(checkpoint, output, overwrite) -> None:
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, type=click.Path(), help="A .pt or .t7 checkpoint, or a directory (its newest).")
-@click.option("--format", "fmt", type=click.Choice(["html", "onnx"]), default="html", show_default=True,
-              help="html: one page that samples in any browser, offline; onnx: one recurrent step.")
-@click.option("--output", "-o", required=True, type=click.Path(), help="The file to write.")
-@click.option("--weights", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="How the page stores the weights (fp16 halves the file; it computes in fp32).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-def export(checkpoint, fmt, output, weights, overwrite) -> None:
+@options_of(ExportOptions, checkpoint={"required": True}, output={"required": True})
+def export(checkpoint, output, format, weights, overwrite) -> None:
     """Export a model as a self-contained HTML page or an ONNX step graph."""
     from .export import export as export_model
 
-    path = export_model(checkpoint, output, fmt, weights, overwrite)
+    path = export_model(checkpoint, output, format, weights, overwrite)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -117,11 +117,15 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     assert assert_same_defaults("bench", signature_defaults(run_bench), skip=("output", "batch_sizes")) == 2
     assert assert_same_defaults("demo", signature_defaults(run_demo)) == 4
     assert assert_same_defaults("convert", signature_defaults(convert_checkpoint)) == 1
+    from charrnn.export import export
+    assert assert_same_defaults("export", signature_defaults(export)) == 3
     from charrnn.cli import cli
     assert set(cli.commands) == {"train", "lr-find", "preprocess", "sample", "eval", "novelty", "serve", "plot",
-                                 "bench", "demo", "convert"}, "a new command needs its line above"
+                                 "bench", "demo", "convert", "export"}, "a new command needs its line above"
     # each of sample, eval and serve defines its options once: every flag comes from a definition
-    for command, classes in (("sample", [SampleOptions]), ("eval", [EvalOptions]), ("serve", [ServeOptions, Settings])):
+    from charrnn.export.options import ExportOptions
+    for command, classes in (("sample", [SampleOptions]), ("eval", [EvalOptions]), ("serve", [ServeOptions, Settings]),
+                             ("export", [ExportOptions])):
         defined = {f.name: f.default for cls in classes for f in dataclasses.fields(cls)}
         assert set(click_params(command)) == set(defined), command
         required = ("checkpoint", "checkpoints")

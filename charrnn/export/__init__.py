@@ -5,7 +5,16 @@ engine (:mod:`charrnn.sampling.engine`), so it samples the same text for a seed 
 and no network. The ONNX file holds one recurrent step, for any runtime that reads ONNX.
 """
 
-from .model import ExportModel, load_export_model
-from .write import FORMATS, WEIGHT_TYPES, export
+from importlib import import_module
 
-__all__ = ["ExportModel", "FORMATS", "WEIGHT_TYPES", "export", "load_export_model"]
+_API = {"ExportModel": "model", "load_export_model": "model", "export": "write", "FORMATS": "options",
+        "WEIGHT_TYPES": "options", "ExportOptions": "options"}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    # lazy, so that the CLI reads the option definitions without loading the engine
+    if name in _API:
+        return getattr(import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

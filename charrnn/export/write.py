@@ -7,9 +7,8 @@ from pathlib import Path
 from ..errors import InvalidInput
 from ..fileio import atomic_write
 from .model import load_export_model
+from .options import FORMATS, WEIGHT_TYPES
 
-FORMATS = ("html", "onnx")
-WEIGHT_TYPES = ("fp32", "fp16")
 
 
 def export(checkpoint: str | Path, output: str | Path, format: str = "html", weights: str = "fp32",
