@@ -18,10 +18,10 @@ import numpy as np
 from numba import njit, prange
 
 from . import panels
+from .engine import PARALLEL_MIN_ROWS
 
 TILE = 8
 PANEL = 64  # output columns per register block
-PARALLEL_MIN_ROWS = 2 * TILE
 FM = {"contract"}  # fused multiply-add, no reassociation: sums keep their order
 JIT = dict(cache=True, fastmath=FM, error_model="numpy")
 F32_HALF = np.float32(0.5)
