@@ -25,7 +25,7 @@ from __future__ import annotations
 import numbers
 import os
 import secrets
-import warnings
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -192,8 +192,37 @@ class PreparedModel:
 
 
 # -- the engine ----------------------------------------------------------------------------------
+_SAID: set = set()  # what was already said once on stderr in this process
+
+
+def say_once(message: str) -> None:
+    """One line on stderr, once per process (the fallback to NumPy, a compile wait)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(f"charrnn: {message}", file=sys.stderr, flush=True)
+
+
+def numba_cache_dir() -> str:
+    """Where numba caches compiled kernels: ``$NUMBA_CACHE_DIR``, else the user's cache directory.
+
+    Not beside the package: site-packages may be read-only (a system install, a container).
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "charrnn", "numba")
+
+
+def _import_numba() -> None:
+    if "numba" not in sys.modules:  # numba reads its cache directory when it is first imported
+        os.environ["NUMBA_CACHE_DIR"] = numba_cache_dir()
+    import numba  # noqa: F401
+
+    from . import engine_numba  # noqa: F401
+
+
 def choose_backend(backend: str = "auto") -> str:
-    """``numba`` when requested or installed (unless ``CHARRNN_ENGINE`` says otherwise), else ``numpy``."""
+    """``numba`` when requested or it loads (unless ``CHARRNN_ENGINE`` says otherwise), else ``numpy``."""
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if backend == "auto" and forced:
         backend = forced
@@ -202,17 +231,16 @@ def choose_backend(backend: str = "auto") -> str:
     if backend == "numpy":
         return "numpy"
     try:
-        import numba  # noqa: F401
-
-        from . import engine_numba  # noqa: F401
-    except ImportError:
+        _import_numba()
+    except ImportError as exc:
         if backend == "numba":
-            raise CharRNNError("the numba backend needs numba: pip install 'charrnn[fast]'") from None
+            raise CharRNNError("the numba backend needs numba: pip install numba (or 'charrnn[fast]')") from None
+        say_once(f"sampling on NumPy (slower, same text): numba cannot be imported ({exc})")
         return "numpy"
     except Exception as exc:  # e.g. numba finds no writable cache directory
         if backend == "numba":
             raise CharRNNError(f"the numba backend cannot start: {exc}") from None
-        warnings.warn(f"charrnn: sampling on NumPy, the numba backend cannot start: {exc}", RuntimeWarning)
+        say_once(f"sampling on NumPy (slower, same text): the numba backend cannot start ({exc})")
         return "numpy"
     return "numba"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..sampling.decode import Decoder, Row, StopMatcher
-from ..sampling.engine import PARALLEL_MIN_ROWS, Engine, SamplingParams
+from ..sampling.engine import Engine, SamplingParams
 from .models import LoadedModel
 
 
@@ -117,18 +117,10 @@ class Batcher:
         self._last_flush = 0.0
 
     def warm(self) -> None:
-        """Throw-away work on every path a request takes, so that the kernels are compiled (or loaded) now."""
-        for params, prompt in ((SamplingParams(logprobs=1), np.zeros(2, np.int64)), (SamplingParams(), [])):
-            rows = self.decoder.add(np.asarray(prompt, np.int64), [params], 4)
-            self.decoder.prime()
-            while self.decoder.running():
-                self.decoder.step(2)
-            self.decoder.remove(rows)
-        if self.engine.backend == "numba" and self.capacity >= PARALLEL_MIN_ROWS:  # many rows: threaded kernels
-            rows = self.decoder.add(np.zeros(1, np.int64), [SamplingParams()] * PARALLEL_MIN_ROWS, 2)
-            self.decoder.prime()
-            self.decoder.step(2)
-            self.decoder.remove(rows)
+        """Run every kernel a request may take once, so that they are compiled (or loaded) before the first."""
+        if self.engine.backend == "numba":
+            from ..sampling.warm import warm_up
+            warm_up()
 
     # -- the HTTP side -------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
