@@ -33,7 +33,8 @@ RUN pip install '.[serve]' && rm -rf build *.egg-info
 # compile the sampling kernels now, into the image: every container's first sample is as fast as its
 # second (numba keys its cache by CPU; on a different CPU a container compiles once, into this
 # world-writable directory, for its own lifetime)
-RUN python -m charrnn.sampling.warm && chmod -R a+rwX "$NUMBA_CACHE_DIR"
+# (from /, not this source tree: the cache is keyed by the path of the installed package)
+RUN cd / && python -m charrnn.sampling.warm && chmod -R a+rwX "$NUMBA_CACHE_DIR"
 
 # an unprivileged user; pass --user "$(id -u):$(id -g)" so files in /data belong to you
 RUN useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin charrnn

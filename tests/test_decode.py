@@ -85,9 +85,10 @@ def test_logprobs_and_plain_rows_share_a_step(trained):
 
 
 @pytest.mark.skipif(not T7.exists(), reason="the shared torch-rnn checkpoint is absent")
-def test_a_t7_checkpoint_samples_on_the_cpu_without_torch():
-    code = (f"import sys; from charrnn import sample; text = sample({str(T7)!r}, length=60, seed=4, "
-            "start_text='The '); print(repr(text)); print('torch' in sys.modules)")
+def test_a_t7_checkpoint_samples_and_serves_on_the_cpu_without_torch():
+    code = (f"import sys; from pathlib import Path; from charrnn import sample; text = sample({str(T7)!r}, length=60, "
+            f"seed=4, start_text='The '); print(repr(text)); from charrnn.serve.models import load_model; "
+            f"load_model(Path({str(T7)!r})); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[1] == "False"
     ckpt = load_checkpoint(T7)
