@@ -15,7 +15,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    NUMBA_CACHE_DIR=/opt/charrnn/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib
 
 # torch first, in its own layer: from a wheel in docker/wheels/ when one is there, else from the index
@@ -29,7 +29,12 @@ RUN if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then \
 WORKDIR /opt/charrnn
 COPY pyproject.toml README.md ./
 COPY charrnn/ charrnn/
-RUN pip install '.[serve,fast]' && rm -rf build *.egg-info
+RUN pip install '.[serve]' && rm -rf build *.egg-info
+# compile the sampling kernels now, into the image: every container's first sample is as fast as its
+# second (numba keys its cache by CPU; on a different CPU a container compiles once, into this
+# world-writable directory, for its own lifetime)
+# (from /, not this source tree: the cache is keyed by the path of the installed package)
+RUN cd / && python -m charrnn.sampling.warm && chmod -R a+rwX "$NUMBA_CACHE_DIR"
 
 # an unprivileged user; pass --user "$(id -u):$(id -g)" so files in /data belong to you
 RUN useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin charrnn

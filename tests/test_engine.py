@@ -243,13 +243,17 @@ def test_weights_of_a_model_on_any_device_are_a_copy():
     assert not (model.head.bias.detach().numpy() == 99).any()
 
 
-@needs_numba
 def test_the_generated_panel_kernels_are_up_to_date():
+    """charrnn/sampling/panels.py is what scripts/gen_panels.py writes, and PANEL agrees with the engine's."""
+    import subprocess
+    import sys
     from pathlib import Path
 
-    from charrnn.sampling import engine_numba
-
-    assert (Path(engine_numba.__file__).parent / "panels.py").read_text() == engine_numba.panel_source()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gen_panels.py"
+    out = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert "PANEL = 64 " in script.read_text() and "\nPANEL = 64 " in (script.parents[1] / "charrnn" / "sampling"
+                                                                       / "engine_numba.py").read_text()
 
 
 @needs_numba

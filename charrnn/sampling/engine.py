@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import warnings
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "numba", "numpy")
 BACKEND_ENV = "CHARRNN_ENGINE"  # forces a backend: "numba" or "numpy"
+PARALLEL_MIN_ROWS = 16  # rows from which the compiled kernels spread tiles over threads
 
 MASK64 = (1 << 64) - 1
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -171,8 +172,37 @@ class PreparedModel:
 
 
 # -- the engine ----------------------------------------------------------------------------------
+_SAID: set = set()  # what was already said once on stderr in this process
+
+
+def say_once(message: str) -> None:
+    """One line on stderr, once per process (the fallback to NumPy, a compile wait)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(f"charrnn: {message}", file=sys.stderr, flush=True)
+
+
+def numba_cache_dir() -> str:
+    """Where numba caches compiled kernels: ``$NUMBA_CACHE_DIR``, else the user's cache directory.
+
+    Not beside the package: site-packages may be read-only (a system install, a container).
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "charrnn", "numba")
+
+
+def _import_numba() -> None:
+    if "numba" not in sys.modules:  # numba reads its cache directory when it is first imported
+        os.environ["NUMBA_CACHE_DIR"] = numba_cache_dir()
+    import numba  # noqa: F401
+
+    from . import engine_numba  # noqa: F401
+
+
 def choose_backend(backend: str = "auto") -> str:
-    """``numba`` when requested or installed (unless ``CHARRNN_ENGINE`` says otherwise), else ``numpy``."""
+    """``numba`` when requested or it loads (unless ``CHARRNN_ENGINE`` says otherwise), else ``numpy``."""
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if backend == "auto" and forced:
         backend = forced
@@ -181,41 +211,38 @@ def choose_backend(backend: str = "auto") -> str:
     if backend == "numpy":
         return "numpy"
     try:
-        import numba  # noqa: F401
-
-        from . import engine_numba  # noqa: F401
-    except ImportError:
+        _import_numba()
+    except ImportError as exc:
         if backend == "numba":
-            raise CharRNNError("the numba backend needs numba: pip install 'charrnn[fast]'") from None
+            raise CharRNNError("the numba backend needs numba: pip install numba (or 'charrnn[fast]')") from None
+        say_once(f"sampling on NumPy (slower, same text): numba cannot be imported ({exc})")
         return "numpy"
     except Exception as exc:  # e.g. numba finds no writable cache directory
         if backend == "numba":
             raise CharRNNError(f"the numba backend cannot start: {exc}") from None
-        warnings.warn(f"charrnn: sampling on NumPy, the numba backend cannot start: {exc}", RuntimeWarning)
+        say_once(f"sampling on NumPy (slower, same text): the numba backend cannot start ({exc})")
         return "numpy"
     return "numba"
 
 
-class Engine:
-    """Steps up to ``capacity`` independent rows (slots) of one model on the CPU.
+class Slots:
+    """What every scorer shares: up to ``capacity`` rows (slots), each with its own params and random stream.
 
-    ``open(params)`` returns a slot with a zero state; ``feed(slots, tokens)`` advances slots by
-    one input token each (0-based ids); ``sample(slots)`` draws each slot's next token from its
-    current state; ``first(slots)`` draws a first token without a prompt. ``generate`` and
-    ``prime`` run many steps in one call (fast paths for whole samples and prompts).
+    A scorer (the CPU :class:`Engine`, or :class:`charrnn.sampling.torch_scorer.TorchScorer` on a
+    GPU) adds the arithmetic: ``feed(slots, tokens)`` advances rows by one token, ``prime(slot,
+    tokens)`` by many, and ``sample(slots)`` draws each row's next token from its scores by
+    :func:`sample_rows`, the one sampling rule. ``first(slots)`` draws a first token without a
+    prompt; ``generate(slots, steps)`` alternates sample and feed (a fast path in the engine).
     """
 
-    def __init__(self, config: ModelConfig, weights: "dict | PreparedModel", capacity: int = 1,
-                 backend: str = "auto") -> None:
+    capacity: int
+    vocab_size: int
+
+    def _init_slots(self, capacity: int, vocab_size: int) -> None:
         if capacity < 1:
             raise InvalidInput("capacity", f"must be positive (got {capacity})")
-        self.model = weights if isinstance(weights, PreparedModel) else PreparedModel(config, weights)
-        self.backend = choose_backend(backend)
-        self.capacity, self.vocab_size = capacity, self.model.vocab_size
-        m = self.model
-        self.h = np.zeros((capacity, m.L * m.H), np.float32)
-        self.c = np.zeros((capacity, m.L * m.H), np.float32)
-        self.scores = np.zeros((capacity, self.vocab_size), np.float32)
+        self.capacity, self.vocab_size = capacity, vocab_size
+        self.scores = np.zeros((capacity, vocab_size), np.float32)
         self.temperature = np.ones(capacity)
         self.top_k = np.zeros(capacity, np.int64)
         self.top_p = np.ones(capacity)
@@ -223,16 +250,7 @@ class Engine:
         self.count = np.zeros(capacity, np.uint64)
         self.logprobs = np.zeros(capacity, np.int64)
         self.in_use = np.zeros(capacity, bool)
-        if self.backend == "numba":
-            from . import engine_numba
-            self._kernels = engine_numba
 
-    @classmethod
-    def from_model(cls, model: "CharRNN", capacity: int = 1, backend: str = "auto") -> "Engine":
-        """An engine with the current weights of a PyTorch model (any device, any mode)."""
-        return cls(model.config, numpy_weights(model), capacity, backend)
-
-    # -- slots -------------------------------------------------------------------------------------
     @property
     def free(self) -> int:
         return int(self.capacity - self.in_use.sum())
@@ -245,8 +263,7 @@ class Engine:
             raise CharRNNError(f"all {self.capacity} slots of the engine are in use")
         slot = int(free[0])
         self.in_use[slot] = True
-        self.h[slot] = 0
-        self.c[slot] = 0
+        self._zero_state(slot)
         self.temperature[slot] = params.temperature
         self.top_k[slot] = params.top_k
         self.top_p[slot] = params.top_p
@@ -259,10 +276,12 @@ class Engine:
     def close(self, slot: int) -> None:
         self.in_use[slot] = False
 
+    def _zero_state(self, slot: int) -> None:
+        raise NotImplementedError
+
     def copy_state(self, src: int, dst: int) -> None:
-        """Give ``dst`` the recurrent state of ``src`` (prime once, copy for ``n > 1``)."""
-        self.h[dst] = self.h[src]
-        self.c[dst] = self.c[src]
+        """Give ``dst`` the recurrent state (and scores) of ``src`` (prime once, copy for ``n > 1``)."""
+        self.scores[dst] = self.scores[src]
 
     def _slots(self, slots) -> np.ndarray:
         if not (isinstance(slots, np.ndarray) and slots.dtype == np.int64 and slots.ndim == 1):
@@ -280,6 +299,92 @@ class Engine:
         if n and not (0 <= tokens.min() and tokens.max() < self.vocab_size):
             raise InvalidInput("tokens", f"must lie in [0, {self.vocab_size})")
         return np.ascontiguousarray(tokens)
+
+    def first(self, slots) -> np.ndarray:
+        """A first token without a prompt, as torch-rnn: uniform (argmax rows: token 0). One draw."""
+        slots = self._slots(slots)
+        u = uniforms(self.key[slots], self.count[slots])
+        self.count[slots] += np.uint64(1)
+        tokens = np.minimum((u * self.vocab_size).astype(np.int64), self.vocab_size - 1)
+        tokens[self.temperature[slots] == 0] = 0
+        return tokens
+
+    def _draw(self, slots: np.ndarray) -> np.ndarray:
+        """Tokens for ``slots`` from ``self.scores`` by the sampling rule (the caller counts the draw)."""
+        u = uniforms(self.key[slots], self.count[slots])
+        return sample_rows(self.scores[slots], self.temperature[slots], self.top_k[slots], self.top_p[slots], u)
+
+    def _with_logprobs(self, slots: np.ndarray, tokens: np.ndarray):
+        self.count[slots] += np.uint64(1)
+        if not self.logprobs[slots].any():
+            return tokens
+        return tokens, [self._logprobs(s, t) for s, t in zip(slots, tokens)]
+
+    def _logprobs(self, slot: int, token: int) -> StepLogprobs | None:
+        n = int(self.logprobs[slot])
+        if not n:
+            return None
+        z = self.scores[slot].astype(np.float64)
+        z -= z.max()
+        logp = z - np.log(np.exp(z).sum())
+        top = np.argsort(-logp, kind="stable")[:n]
+        return StepLogprobs(float(logp[token]), [(int(i), float(logp[i])) for i in top])
+
+    def sample(self, slots) -> np.ndarray | tuple[np.ndarray, list]:
+        """The next token of each slot from its current scores, with its own params and random stream.
+
+        With ``logprobs`` set on any of the slots, returns ``(tokens, [StepLogprobs | None per slot])``.
+        """
+        slots = self._slots(slots)
+        return self._with_logprobs(slots, self._draw(slots))
+
+    def generate(self, slots, steps: int) -> np.ndarray:
+        """``steps`` times: sample each slot's next token, then feed it. Returns (len(slots), steps) tokens."""
+        slots = self._slots(slots)
+        out = np.empty((len(slots), steps), np.int64)
+        for t in range(steps):
+            out[:, t] = self._draw(slots)
+            self.count[slots] += np.uint64(1)
+            self.feed(slots, out[:, t])
+        return out
+
+
+class Engine(Slots):
+    """Steps up to ``capacity`` independent rows (slots) of one model on the CPU.
+
+    ``open(params)`` returns a slot with a zero state; ``feed(slots, tokens)`` advances slots by
+    one input token each (0-based ids); ``sample(slots)`` draws each slot's next token from its
+    current state; ``first(slots)`` draws a first token without a prompt. ``generate`` and
+    ``prime`` run many steps in one call (fast paths for whole samples and prompts).
+    """
+
+    def __init__(self, config: ModelConfig, weights: "dict | PreparedModel", capacity: int = 1,
+                 backend: str = "auto") -> None:
+        if capacity < 1:
+            raise InvalidInput("capacity", f"must be positive (got {capacity})")
+        self.model = weights if isinstance(weights, PreparedModel) else PreparedModel(config, weights)
+        self.backend = choose_backend(backend)
+        m = self.model
+        self._init_slots(capacity, m.vocab_size)
+        self.h = np.zeros((capacity, m.L * m.H), np.float32)
+        self.c = np.zeros((capacity, m.L * m.H), np.float32)
+        if self.backend == "numba":
+            from . import engine_numba
+            self._kernels = engine_numba
+
+    @classmethod
+    def from_model(cls, model: "CharRNN", capacity: int = 1, backend: str = "auto") -> "Engine":
+        """An engine with the current weights of a PyTorch model (any device, any mode)."""
+        return cls(model.config, numpy_weights(model), capacity, backend)
+
+    def _zero_state(self, slot: int) -> None:
+        self.h[slot] = 0
+        self.c[slot] = 0
+
+    def copy_state(self, src: int, dst: int) -> None:
+        """Give ``dst`` the recurrent state of ``src`` (prime once, copy for ``n > 1``)."""
+        self.h[dst] = self.h[src]
+        self.c[dst] = self.c[src]
 
     # -- stepping ----------------------------------------------------------------------------------
     def feed(self, slots, tokens) -> None:
@@ -312,32 +417,8 @@ class Engine:
             tokens = self._kernels.sample(self, slots)
         else:
             self.scores[slots] = _head_numpy(self, slots)
-            u = uniforms(self.key[slots], self.count[slots])
-            tokens = sample_rows(self.scores[slots], self.temperature[slots], self.top_k[slots],
-                                 self.top_p[slots], u)
-        self.count[slots] += np.uint64(1)
-        if not self.logprobs[slots].any():
-            return tokens
-        return tokens, [self._logprobs(s, t) for s, t in zip(slots, tokens)]
-
-    def _logprobs(self, slot: int, token: int) -> StepLogprobs | None:
-        n = int(self.logprobs[slot])
-        if not n:
-            return None
-        z = self.scores[slot].astype(np.float64)
-        z -= z.max()
-        logp = z - np.log(np.exp(z).sum())
-        top = np.argsort(-logp, kind="stable")[:n]
-        return StepLogprobs(float(logp[token]), [(int(i), float(logp[i])) for i in top])
-
-    def first(self, slots) -> np.ndarray:
-        """A first token without a prompt, as torch-rnn: uniform (argmax rows: token 0). One draw."""
-        slots = self._slots(slots)
-        u = uniforms(self.key[slots], self.count[slots])
-        self.count[slots] += np.uint64(1)
-        tokens = np.minimum((u * self.vocab_size).astype(np.int64), self.vocab_size - 1)
-        tokens[self.temperature[slots] == 0] = 0
-        return tokens
+            tokens = self._draw(slots)
+        return self._with_logprobs(slots, tokens)
 
     def generate(self, slots, steps: int) -> np.ndarray:
         """``steps`` times: sample each slot's next token, then feed it. Returns (len(slots), steps) tokens.

@@ -8,27 +8,28 @@ Entry points, by what you hold and what you want back:
 - ``sample_from_model(model, vocab, ...)``: a live PyTorch model (samples during training).
 - :class:`StopMatcher`: ends a stream before the first stop string (the CLI and the server).
 
-On the CPU the work runs on :class:`charrnn.sampling.engine.Engine` (numba or NumPy); a ``.pt``
-checkpoint sampled on the CPU never imports torch. On a GPU the PyTorch model computes the
-scores and the engine's own sampling rule and random stream pick the tokens, so a seed means the
-same thing everywhere. Row ``j`` of ``generate_many(n, seed=s)`` is the text of ``seed=s + j``.
+Every way runs the one decode loop (:mod:`charrnn.sampling.decode`). On the CPU the scores come
+from :class:`charrnn.sampling.engine.Engine` (numba or NumPy) and a checkpoint (``.pt`` or ``.t7``)
+is read without importing torch. On a GPU the PyTorch model computes the scores
+(:class:`charrnn.sampling.torch_scorer.TorchScorer`) and the engine's own sampling rule and random
+stream pick the tokens, so a seed means the same thing everywhere. Row ``j`` of ``generate_many(n, seed=s)`` is the text of ``seed=s + j``.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..checkpoint import load_checkpoint, read_payload, resolve_checkpoint
 from ..config import ModelConfig
-from .engine import BACKEND_ENV, Engine, PreparedModel, SamplingParams, numpy_weights, sample_rows, seed_key, uniforms
+from .decode import MAX_STOPS, Decoder, StopMatcher  # noqa: F401 (StopMatcher: part of this module's API)
+from .engine import BACKEND_ENV, Engine, PreparedModel, SamplingParams, numpy_weights
 from ..errors import InvalidInput
-from .options import LENGTH, NUM_SAMPLES, check_range, check_stops, check_text, row_seed
+from .options import LENGTH, NUM_SAMPLES, check_range, check_text, row_seed
 from ..vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -37,39 +38,6 @@ if TYPE_CHECKING:
     from ..model import CharRNN
 
 SMALL_JOB = 20_000  # characters: below this, NumPy is done before numba would have loaded (about 1-2 s)
-
-
-class StopMatcher:
-    """Cuts a stream of text (or bytes) before the first occurrence of any stop string.
-
-    ``push(piece)`` returns what may be emitted now; a tail that could begin a stop string is held
-    back until it is decided. ``stopped`` turns true when a stop string was found (nothing after
-    it is ever emitted); ``flush()`` returns the held-back tail at the end of the stream.
-    """
-
-    def __init__(self, stops: Sequence[str | bytes] = ()) -> None:
-        stops = check_stops(stops)
-        self.stops, self.stopped = stops, False
-        self.hold = max((len(s) for s in stops), default=1) - 1
-        self.pending: str | bytes = ""
-
-    def push(self, piece: str | bytes) -> str | bytes:
-        """What of ``pending + piece`` can be emitted now."""
-        text = self.pending + piece if self.pending else piece
-        if self.stopped:
-            return piece[:0]
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.stopped, self.pending = True, text[:0]
-            return text[:cut]
-        keep = min(self.hold, len(text))
-        self.pending = text[len(text) - keep:]
-        return text[:len(text) - keep]
-
-    def flush(self) -> str | bytes:
-        """The held-back tail once the stream has ended without a stop."""
-        out, self.pending = self.pending, self.pending[:0]
-        return out
 
 
 def sampling_params(argmax: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -81,61 +49,71 @@ def sampling_params(argmax: bool = False, temperature: float = 1.0, top_k: int =
 class Sampler:
     """Generates text from a model; ``Sampler.from_checkpoint(path).generate(...)``.
 
-    ``backend``: ``auto`` (numba when installed, else NumPy; NumPy for jobs under
+    Built from a PyTorch ``model`` or from NumPy ``weights`` (with their ``config``; no torch).
+    ``backend``: ``auto`` (numba when it loads, else NumPy; NumPy for jobs under
     :data:`SMALL_JOB` characters while numba is not yet loaded, since both give the same text;
     the torch model on a GPU), ``numba``, ``numpy`` or ``torch`` (the PyTorch model computes
-    the scores, on any device).
+    the scores, on any device). Every way runs the one decode loop of :mod:`.decode`.
     """
 
-    def __init__(self, model: "CharRNN", vocab: Vocabulary, device: "torch.device | str" = "cpu",
-                 backend: str = "auto") -> None:
-        import torch
+    def __init__(self, model: "CharRNN | None", vocab: Vocabulary, device: "torch.device | str" = "cpu",
+                 backend: str = "auto", *, config: ModelConfig | None = None, weights: dict | None = None) -> None:
+        if model is None and (config is None or weights is None):
+            raise InvalidInput("model", "needs a model, or a config and its weights")
+        self.vocab, self.model, self.device = vocab, model, device
+        self.config = model.config if model is not None else config
+        self._prepared = None if weights is None else PreparedModel(self.config, weights)
+        self.backend = backend
+        if model is not None:
+            import torch
 
-        self.model = model.to(device).eval()
-        self.config, self.vocab = model.config, vocab
-        self.device = torch.device(device)
-        self.device_type = self.device.type
-        self.backend = "torch" if self.device_type != "cpu" else backend
-        self._prepared = None
+            self.device = torch.device(device)
+            self.model = model.to(self.device).eval()
+            if self.device.type != "cpu":
+                self.backend = "torch"
 
     @classmethod
     def from_weights(cls, config: ModelConfig, weights: dict, vocab: Vocabulary, backend: str = "auto") -> "Sampler":
         """A CPU sampler over NumPy weights (a ``state_dict`` as arrays), without torch."""
-        self = cls.__new__(cls)
-        self.model, self.device, self.device_type = None, None, "cpu"
-        self.config, self.vocab, self.backend = config, vocab, backend
-        self._prepared = PreparedModel(config, weights)
-        return self
+        return cls(None, vocab, backend=backend, config=config, weights=weights)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, gpu: int | None = -1, gpu_backend: str = "cuda",
                         backend: str = "auto") -> "Sampler":
+        """A sampler for a ``.pt`` or torch-rnn ``.t7`` checkpoint; on the CPU, read without torch."""
         resolved = resolve_checkpoint(path)
-        if gpu is not None and gpu < 0 and resolved.suffix == ".pt" and backend != "torch":
-            from ..checkpoint.io import read_pt
-            payload = read_pt(resolved)
+        if gpu is not None and gpu < 0 and backend != "torch":
+            payload = read_payload(resolved)
             return cls.from_weights(payload.config, payload.model_state, payload.vocab, backend)
         from ..device import select_device
         device = select_device(gpu, gpu_backend)
         ckpt = load_checkpoint(resolved)
         return cls(ckpt.build_model(device), ckpt.vocab, device, backend)
 
-    # -- checks and pieces -------------------------------------------------------------------------
-    def _start(self, length: int, start_text: str) -> np.ndarray | None:
+    # -- checks and the decode loop ----------------------------------------------------------------
+    def _start(self, length: int, start_text: str) -> np.ndarray:
         check_range("length", length, LENGTH, integer=True)
-        start = self.vocab.encode(check_text("start_text", start_text)) - 1 if start_text else None  # 0-based for the model
-        if start is not None and len(start) > length:
-            raise InvalidInput("length", f"{length} is shorter than the start text ({len(start)} tokens)")
-        return start
+        start_text = check_text("start_text", start_text or "")
+        if len(start_text) > length:
+            raise InvalidInput("length", f"{length} is shorter than the start text ({len(start_text)} characters)")
+        return self.vocab.encode(start_text) - 1 if start_text else np.zeros(0, np.int64)  # 0-based
 
-    def _engine(self, capacity: int, chars: int) -> Engine:
-        """An engine for a job of ``chars`` characters: ``auto`` keeps small jobs on NumPy unless numba is loaded."""
+    def decoder(self, capacity: int, chars: int, text: bool = False) -> Decoder:
+        """The decode loop over a scorer for ``capacity`` rows and a job of about ``chars`` characters.
+
+        ``auto`` keeps small jobs on NumPy while numba is not loaded (the same text, no start-up wait).
+        """
+        # a word vocabulary's tokens hold several characters: the loop counts characters
+        chars_of = None if self.vocab.plain else self.vocab.char_lengths()[1:]
+        if self.backend == "torch":
+            from .torch_scorer import TorchScorer
+            return Decoder(TorchScorer(self.model, capacity, self.device), self.vocab, text, chars_of)
         if self._prepared is None:
             self._prepared = PreparedModel(self.config, numpy_weights(self.model))
         backend = self.backend
         if backend == "auto" and chars < SMALL_JOB and "numba" not in sys.modules and not os.environ.get(BACKEND_ENV):
             backend = "numpy"
-        return Engine(self.config, self._prepared, capacity, backend)
+        return Decoder(Engine(self.config, self._prepared, capacity, backend), self.vocab, text, chars_of)
 
     def _decode(self, ids: np.ndarray) -> str | bytes:
         """Text (or bytes) for 0-based token ids."""
@@ -145,7 +123,9 @@ class Sampler:
         return b"" if self.vocab.byte_mode else ""
 
     def _encode_stops(self, stop: Sequence[str]) -> list:
-        return [s.encode("utf-8") if self.vocab.byte_mode and isinstance(s, str) else s for s in stop]
+        stops = [s.encode("utf-8") if self.vocab.byte_mode and isinstance(s, str) else s for s in stop]
+        StopMatcher(stops)  # validates before any work
+        return stops
 
     # -- public ------------------------------------------------------------------------------------
     def generate(self, length: int = 2000, start_text: str = "", argmax: bool = False, temperature: float = 1.0,
@@ -159,39 +139,20 @@ class Sampler:
         """
         params = sampling_params(argmax, temperature, top_k, top_p, seed)
         start = self._start(length, start_text)
-        matcher = StopMatcher(self._encode_stops(stop))
-        budget = _CharBudget(length, self.vocab.plain)  # a token may be several characters: count them
-        if start is not None:
-            yield budget.take(self._decode(start))
-        remaining = length - (0 if start is None else len(start))
-        for ids in self._token_pieces(remaining, start, params, chunk):
-            piece = budget.take(matcher.push(self._decode(ids)))
+        stops = self._encode_stops(stop)
+        prefix = self._decode(start)
+        if len(prefix):
+            yield prefix
+        if len(prefix) == length:
+            return
+        decoder = self.decoder(1, length - len(prefix))
+        [row] = decoder.add(start, [params], length - len(prefix), stops)
+        decoder.prime()
+        while not row.done:
+            decoder.step(chunk)
+            piece, _ = decoder.take(row)
             if piece:
                 yield piece
-            if matcher.stopped or budget.spent:
-                return
-        tail = budget.take(matcher.flush())
-        if tail:
-            yield tail
-
-    def _token_pieces(self, remaining: int, start, params: SamplingParams, chunk: int) -> Iterator[np.ndarray]:
-        if self.backend == "torch":
-            for block in self._torch_rows(1, remaining, start, [params], chunk):
-                yield block[0]
-            return
-        engine = self._engine(1, remaining)
-        slot = engine.open(params)
-        head = np.empty(0, np.int64)
-        if start is None:  # the first token rides with the first piece
-            head = engine.first([slot])
-            engine.feed([slot], head)
-            remaining -= 1
-        else:
-            engine.prime(slot, start)
-        while remaining > 0 or len(head):
-            n = min(chunk - len(head), remaining)
-            yield np.concatenate([head, engine.generate([slot], n)[0]])
-            head, remaining = head[:0], remaining - n
 
     def complete(self, length: int = 2000, start_text: str = "", argmax: bool = False, temperature: float = 1.0,
                  seed: int | None = None, top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = ()) -> str | bytes:
@@ -205,91 +166,18 @@ class Sampler:
         """``num_samples`` independent samples computed together as one batch; row j uses seed + j."""
         check_range("num_samples", num_samples, NUM_SAMPLES, integer=True)
         start = self._start(length, start_text)
-        params = [sampling_params(argmax, temperature, top_k, top_p, row_seed(seed, j))
-                  for j in range(num_samples)]
+        params = [sampling_params(argmax, temperature, top_k, top_p, row_seed(seed, j)) for j in range(num_samples)]
         stops = self._encode_stops(stop)
-        StopMatcher(stops)  # validates
-        remaining = length - (0 if start is None else len(start))
-        if self.backend == "torch":
-            rows = np.concatenate(list(self._torch_rows(num_samples, remaining, start, params, remaining)), axis=1)
-        else:
-            rows = self._engine_rows(num_samples, remaining, start, params)
-        prefix = self._empty() if start is None else self._decode(start)
-        out = []
-        for row in rows:
-            matcher = StopMatcher(stops)
-            body = matcher.push(self._decode(row))
-            out.append((prefix + body + (matcher.flush() or self._empty()))[:length])  # characters, not tokens
-        return out
-
-    def _engine_rows(self, n: int, remaining: int, start, params: list[SamplingParams]) -> np.ndarray:
-        engine = self._engine(n, n * remaining)
-        slots = np.array([engine.open(p) for p in params])
-        if start is None:
-            first = engine.first(slots)
-            engine.feed(slots, first)
-            return np.concatenate([first[:, None], engine.generate(slots, remaining - 1)], axis=1)
-        engine.prime(slots[0], start)  # prime once, copy the state
-        for s in slots[1:]:
-            engine.copy_state(slots[0], s)
-        return engine.generate(slots, remaining)
-
-    # -- the PyTorch path (GPUs) -------------------------------------------------------------------
-    def _torch_rows(self, n: int, remaining: int, start, params: list[SamplingParams],
-                    chunk: int) -> Iterator[np.ndarray]:
-        """Blocks of (n, <= chunk) tokens: the model computes the scores, the engine's rule picks."""
-        import torch
-
-        temp = np.array([p.temperature for p in params])
-        top_k = np.array([p.top_k for p in params], dtype=np.int64)
-        top_p = np.array([p.top_p for p in params])
-        keys = np.array([seed_key(p.seed if p.seed is not None else secrets.randbits(64))
-                         for p in params], dtype=np.uint64)
-        count = np.zeros(n, np.uint64)
-        with torch.inference_mode():
-            state, done = None, 0
-            if start is None:
-                u = uniforms(keys, count)
-                count += np.uint64(1)
-                nxt = np.minimum((u * len(self.vocab)).astype(np.int64), len(self.vocab) - 1)
-                nxt[temp == 0] = 0
-                scores, state = self.model(torch.as_tensor(nxt, device=self.device).view(n, 1))
-                yield nxt[:, None]
-                done = 1
-            else:
-                prompt = torch.as_tensor(start, device=self.device).view(1, -1).expand(n, -1)
-                scores, state = self.model(prompt)
-            block = []
-            for t in range(done, remaining):
-                logits = scores[:, -1].float().cpu().numpy()
-                nxt = sample_rows(logits, temp, top_k, top_p, uniforms(keys, count))
-                count += np.uint64(1)
-                block.append(nxt)
-                if len(block) == chunk:
-                    yield np.stack(block, axis=1)
-                    block = []
-                if t + 1 < remaining:
-                    scores, state = self.model(torch.as_tensor(nxt, device=self.device).view(n, 1), state)
-            if block:
-                yield np.stack(block, axis=1)
-
-
-class _CharBudget:
-    """Cuts a stream after ``length`` characters; a no-op for one-character tokens (tokens = characters)."""
-
-    def __init__(self, length: int, plain: bool) -> None:
-        self.left, self.plain = length, plain
-
-    @property
-    def spent(self) -> bool:
-        return not self.plain and self.left <= 0
-
-    def take(self, piece):
-        if self.plain:
-            return piece
-        piece = piece[:max(self.left, 0)]
-        self.left -= len(piece)
-        return piece
+        prefix = self._decode(start)
+        remaining = length - len(prefix)
+        if not remaining:
+            return [prefix] * num_samples
+        decoder = self.decoder(num_samples, num_samples * remaining)
+        rows = decoder.add(start, params, remaining, stops)
+        decoder.prime()  # one row reads the start text, the others copy its state
+        while decoder.running():
+            decoder.step(remaining)
+        return [prefix + decoder.take(row)[0] for row in rows]
 
 
 def sample_from_model(model: "CharRNN", vocab: Vocabulary, length: int = 200, temperature: float = 1.0,

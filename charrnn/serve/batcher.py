@@ -11,7 +11,6 @@ side never paces the engine.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import threading
 import time
 from collections import deque
@@ -19,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..sampling.decode import Decoder, Row, StopMatcher
 from ..sampling.engine import Engine, SamplingParams
-from ..sampling.sampler import StopMatcher
 from .models import LoadedModel
 
 
@@ -47,20 +46,16 @@ class Event:
 
 
 class Choice:
-    """One row of the batch: a choice of a request, with its slot, stop matcher and pending output."""
+    """One choice of a request as asked: its index, sampling params and stop strings (its row: ``row``)."""
 
-    def __init__(self, index: int, params: SamplingParams, stops: list[str], byte_mode: bool) -> None:
-        self.index, self.params = index, params
-        self.slot = -1
-        self.produced = 0
-        self.matcher = StopMatcher(stops)
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace") if byte_mode else None
-        self.pending: list[int] = []
-        self.pending_lp: list = []
-        self.started = False  # generating (primed, or no prompt)
-        self.first = True     # the next token is the first without a prompt
-        self.done = False
-        self.ended = False  # the model produced its end-of-document token
+    def __init__(self, index: int, params: SamplingParams, stops: list[str], byte_mode: bool = False) -> None:
+        self.index, self.params, self.stops = index, params, list(stops)
+        StopMatcher(self.stops)  # validates
+        self.row: Row | None = None  # the decode loop's row, once admitted
+
+    @property
+    def done(self) -> bool:
+        return self.row is not None and self.row.done
 
 
 class Job:
@@ -68,7 +63,6 @@ class Job:
 
     def __init__(self, prompt: np.ndarray, max_tokens: int, choices: list[Choice], deadline: float) -> None:
         self.prompt, self.max_tokens, self.choices, self.deadline = prompt, max_tokens, choices, deadline
-        self.primed = 0
         self.cancelled = False
         self.loop = asyncio.get_running_loop()
         self.wake = asyncio.Event()
@@ -103,7 +97,7 @@ def _wake_all(jobs: list[Job]) -> None:
 
 
 class Batcher:
-    """Owns one engine (one model version) and the thread that steps it."""
+    """Owns one decode loop over one engine (one model version) and the thread that steps it."""
 
     def __init__(self, model: LoadedModel, capacity: int, max_queue: int, metrics=None, name: str = "",
                  prime_chunk: int = 256, flush_every: float = 0.02) -> None:
@@ -112,13 +106,11 @@ class Batcher:
         self.prime_chunk, self.flush_every = prime_chunk, flush_every
         self.burst, self.max_burst, self.burst_seconds = 1, 64, 0.01
         self.engine = Engine(model.config, model.weights, capacity=capacity)
-        self.vocab = model.vocab
-        self.values = np.array(model.vocab.tokens if model.vocab.plain else [0])  # token value by 0-based id
-        self.byte_mode = model.vocab.byte_mode
-        self.end = None if model.vocab.end_token is None else model.vocab.end_token - 1  # 0-based: ends a completion
+        vocab = model.vocab  # a word vocabulary's tokens hold several characters: max_tokens counts characters
+        self.decoder = Decoder(self.engine, vocab, text=True, token_chars=None if vocab.plain else vocab.char_lengths()[1:])
+        self.end = None if vocab.end_token is None else vocab.end_token - 1  # 0-based: a document's end stops a row
         self.pending: deque[Job] = deque()
         self.active: list[Job] = []
-        self.free = capacity
         self.max_batch_seen = 0
         self.steps = 0
         self._cond = threading.Condition()
@@ -127,20 +119,17 @@ class Batcher:
         self._last_flush = 0.0
 
     def warm(self) -> None:
-        """One throw-away step, so that compiled kernels are ready before the first request."""
-        slot = self.engine.open(SamplingParams(logprobs=1))
-        self.engine.prime(slot, np.zeros(2, np.int64))
-        self.engine.sample(np.array([slot]))
-        self.engine.feed(np.array([slot]), np.zeros(1, np.int64))
-        self.engine.first(np.array([slot]))
-        self.engine.close(slot)
+        """Run every kernel a request may take once, so that they are compiled (or loaded) before the first."""
+        if self.engine.backend == "numba":
+            from ..sampling.warm import warm_up
+            warm_up()
 
     # -- the HTTP side -------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._cond:
             if self._stopping:
                 raise ShuttingDown
-            if len(self.pending) >= self.max_queue and (self.pending or len(job.choices) > self.free):
+            if len(self.pending) >= self.max_queue and (self.pending or len(job.choices) > self.engine.free):
                 raise QueueFull
             self.pending.append(job)
             if self._thread is None:
@@ -155,7 +144,7 @@ class Batcher:
 
     @property
     def rows(self) -> int:
-        return self.capacity - self.free
+        return self.capacity - self.engine.free
 
     @property
     def idle(self) -> bool:
@@ -181,7 +170,7 @@ class Batcher:
             if not self.active:
                 continue
             try:
-                self._prime()
+                self.decoder.prime(self.prime_chunk)
                 self._step()
             except Exception as exc:  # an engine failure ends the running requests, not the server
                 self._fail_all(f"internal error in the sampling engine: {type(exc).__name__}: {exc}")
@@ -189,17 +178,15 @@ class Batcher:
         self._fail_all(SHUTDOWN)
 
     def _admit(self) -> None:
-        while self.pending and (self.pending[0].cancelled or len(self.pending[0].choices) <= self.free):
+        while self.pending and (self.pending[0].cancelled or len(self.pending[0].choices) <= self.engine.free):
             job = self.pending.popleft()
             if job.cancelled:
                 self._finish_job(job, [])
                 continue
-            for c in job.choices:
-                c.slot = self.engine.open(c.params)
-            self.free -= len(job.choices)
-            if not len(job.prompt):
-                for c in job.choices:
-                    c.started = True
+            rows = self.decoder.add(job.prompt, [c.params for c in job.choices], job.max_tokens,
+                                    job.choices[0].stops if job.choices else (), stop_token=self.end)
+            for c, row in zip(job.choices, rows):
+                c.row = row
             self.active.append(job)
 
     def _retire(self) -> None:
@@ -219,85 +206,28 @@ class Batcher:
                     self.pending.remove(job)
                     self._finish_job(job, [] if job.cancelled else [Event(c.index, error="timeout") for c in job.choices])
 
-    def _prime(self) -> None:
-        """Feed the next ``prime_chunk`` prompt characters of every row still reading its prompt."""
-        for j in self.active:
-            if j.primed >= len(j.prompt):
-                continue
-            head = j.choices[0]
-            chunk = j.prompt[j.primed:j.primed + self.prime_chunk]
-            self.engine.prime(head.slot, chunk)
-            j.primed += len(chunk)
-            if j.primed == len(j.prompt):
-                for c in j.choices[1:]:
-                    self.engine.copy_state(head.slot, c.slot)
-                for c in j.choices:
-                    c.started, c.first = True, False
-
     def _step(self) -> None:
-        """Advance every generating row: a single step for first tokens and logprobs, else a burst of steps."""
-        rows = [(j, c) for j in self.active for c in j.choices if c.started and not c.done]
-        if not rows:
+        """Advance every generating row: one step with logprobs, else a burst sized to take ``burst_seconds``."""
+        n = len(self.decoder.running())
+        if not n:
             return
         t0 = time.perf_counter()
-        firsts = [r for r in rows if r[1].first]
-        if firsts:  # a first character without a prompt: drawn uniformly, then read by the model
-            toks = self.engine.first(np.array([c.slot for _, c in firsts]))
-            self._record(firsts, toks, [None] * len(firsts))
-            rows = [r for r in rows if not r[1].first and not r[1].done]
-        if not rows:
-            return
-        slots = np.array([c.slot for _, c in rows])
-        left = min(job.max_tokens - c.produced for job, c in rows)
-        if not any(c.params.logprobs for _, c in rows):
-            steps = min(self.burst, left)
-            tokens = self.engine.generate(slots, steps)  # sample and feed, steps times, in one call
-            for (job, c), row in zip(rows, tokens):
-                row = row.tolist()
-                if self.end is not None and self.end in row:  # the end of a document: stop before it
-                    row, c.ended = row[:row.index(self.end)], True
-                c.pending.extend(row)
-                c.produced += steps
-                c.done = c.ended or c.produced >= job.max_tokens
-        else:
-            steps = 1
-            out = self.engine.sample(slots)
-            toks, lps = out if isinstance(out, tuple) else (out, [None] * len(rows))
-            self._record(rows, toks, lps)
+        steps = self.decoder.step(self.burst)
         elapsed = time.perf_counter() - t0
+        if not steps:
+            return
         # size the next burst to take about `burst_seconds`: new requests join within that
-        self.burst = max(1, min(self.max_burst, int(self.burst_seconds * steps / max(elapsed, 1e-6))))
+        self.burst = max(2, min(self.max_burst, int(self.burst_seconds * steps / max(elapsed, 1e-6))))
         self.steps += steps
-        self.max_batch_seen = max(self.max_batch_seen, len(rows))
+        self.max_batch_seen = max(self.max_batch_seen, n)
         if self.metrics is not None:
-            self.metrics.step(len(rows), elapsed / steps)
-
-    def _record(self, rows: list, tokens, lps: list) -> None:
-        """One sampled token per row: keep it, and feed it back unless the row is done."""
-        feed_slots, feed_tokens = [], []
-        for (job, c), tok, lp in zip(rows, tokens, lps):
-            tok = int(tok)
-            c.first = False
-            if tok == self.end:  # the end of a document: the completion stops, without the token
-                c.done = c.ended = True
-                continue
-            c.pending.append(tok)
-            if c.params.logprobs:
-                c.pending_lp.append((tok, lp))
-            c.produced += 1
-            if c.produced >= job.max_tokens:
-                c.done = True
-            else:
-                feed_slots.append(c.slot)
-                feed_tokens.append(tok)
-        if feed_slots:
-            self.engine.feed(np.array(feed_slots), np.array(feed_tokens))
+            self.metrics.step(n, elapsed / steps)
 
     def _flush(self) -> None:
-        """Decode pending tokens, apply stop strings, and hand the pieces to the event loop."""
+        """Hand each row's decoded output (stop strings applied) to the event loop, in coalesced pieces."""
         now = time.monotonic()
         # with many rows, fewer and larger pieces: the HTTP side's cost is per piece, not per character
-        interval = min(0.2, max(self.flush_every, 0.0025 * (self.capacity - self.free)))
+        interval = min(0.2, max(self.flush_every, 0.0025 * self.rows))
         periodic = now - self._last_flush >= interval
         if periodic:
             self._last_flush = now
@@ -305,10 +235,10 @@ class Batcher:
         for job in list(self.active):
             events = []
             for c in job.choices:
-                if (c.pending or c.ended) and (periodic or c.done or c.produced == len(c.pending)):
-                    events.append(self._emit(c))
-                if c.done and c.slot >= 0:  # a finished or stopped row leaves the batch at once
-                    self._close(c)
+                row = c.row
+                first = row.emitted == 0 and row.chars > 0
+                if row.pending and (periodic or row.done or first) or (row.done and row.slot >= 0):
+                    events.append(self._emit(row))
             if all(c.done for c in job.choices):
                 self._release(job)
                 self._finish_job(job, events)
@@ -317,41 +247,14 @@ class Batcher:
                 wake.append(job)
         self._notify(wake)
 
-    def _emit(self, c: Choice) -> Event:
-        ids = np.array(c.pending, dtype=np.int64)
-        if self.byte_mode:
-            text = c.decoder.decode(self.values[ids].astype(np.uint8).tobytes(), final=c.done)
-        elif not self.vocab.plain:
-            text = self.vocab.decode(ids.astype(np.int64) + 1)
-        else:
-            text = self.values[ids].astype(np.uint32).tobytes().decode("utf-32-le")
-        out = c.matcher.push(text)
-        lps = c.pending_lp
-        c.pending, c.pending_lp = [], []
-        if c.matcher.stopped:
-            c.done = True
-            event = Event(c.index, out, lps[:len(out)] if not self.byte_mode else lps, "stop")
-        elif c.done:
-            out += c.matcher.flush()
-            event = Event(c.index, out, lps, "stop" if c.ended else "length")
-        else:
-            event = Event(c.index, out, lps[:len(out)] if not self.byte_mode and c.matcher.pending else lps)
-            if c.matcher.pending and not self.byte_mode:
-                c.pending_lp = lps[len(out):]  # held-back characters keep their logprobs for later
+    def _emit(self, row: Row) -> Event:
+        text, lps = self.decoder.take(row)  # a finished or stopped row leaves the batch here
         if self.metrics is not None:
-            self.metrics.characters(self.name, len(out))
-        return event
-
-    def _close(self, c: Choice) -> None:
-        self.engine.close(c.slot)
-        c.slot = -1
-        self.free += 1
+            self.metrics.characters(self.name, len(text))
+        return Event(row.index, text, lps, row.finish_reason)
 
     def _release(self, job: Job) -> None:
-        for c in job.choices:
-            if c.slot >= 0:
-                self._close(c)
-            c.done = True
+        self.decoder.remove([c.row for c in job.choices if c.row is not None])
         if job in self.active:
             self.active.remove(job)
 

@@ -30,21 +30,13 @@ class LoadedModel:
 
 
 def load_model(path: Path) -> LoadedModel:
-    """Read a ``.pt`` without torch (NumPy weights) or a torch-rnn ``.t7``."""
-    if path.suffix == ".pt":
-        from ..checkpoint import read_pt
+    """Read a ``.pt`` or a torch-rnn ``.t7`` without torch (NumPy weights)."""
+    from ..checkpoint import read_payload
 
-        p = read_pt(path)
-        config, vocab, state, iteration = p.config, p.vocab, p.model_state, p.iteration
-    else:
-        from ..checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        config, vocab, iteration = ckpt.model_config, ckpt.vocab, ckpt.iteration
-        state = {k: v.numpy() if hasattr(v, "numpy") else v for k, v in ckpt.model_state.items()}
-    weights = {k: np.asarray(v, dtype=np.float32) for k, v in state.items()
+    p = read_payload(path)
+    weights = {k: np.asarray(v, dtype=np.float32) for k, v in p.model_state.items()
                if np.asarray(v).dtype.kind == "f"}
-    return LoadedModel(path, config, vocab, weights, iteration, _val_loss(path))
+    return LoadedModel(path, p.config, p.vocab, weights, p.iteration, _val_loss(path))
 
 
 def _val_loss(path: Path) -> float | None:
