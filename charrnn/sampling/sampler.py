@@ -250,8 +250,10 @@ class Sampler:
         top_p = np.array([p.top_p for p in params])
         keys = np.array([seed_key(p.seed if p.seed is not None else secrets.randbits(64))
                          for p in params], dtype=np.uint64)
+        from ..precision import exact_fp32
+
         count = np.zeros(n, np.uint64)
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32(self.device):  # TF32 would make the text part from the engine's
             state, done = None, 0
             if start is None:
                 u = uniforms(keys, count)
