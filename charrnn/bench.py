@@ -35,10 +35,13 @@ def cpu_name() -> str:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
-def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, iters: int = 5) -> float:
-    """The best of ``iters`` dense n x n matmuls: the machine's attainable peak.
+def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int | None = None, iters: int = 5) -> float:
+    """The best of ``iters`` dense n x n matmuls: the machine's attainable peak. On a GPU n is 8192
+    (a 2048 product takes tens of microseconds there: launch time, not arithmetic).
 
     On the CPU an fp32 step runs GEMMs from two libraries: the BLAS behind ``@`` (MKL in the pip
     wheels) and oneDNN, which runs ``nn.LSTM``. They dispatch differently: MKL picks its code path
@@ -46,6 +49,7 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, iters
     instruction set (AVX-512). So the peak is the better of the two, or a training step could
     appear to beat it.
     """
+    n = n or (2048 if device.type == "cpu" else 8192)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     kernels = [lambda: a @ b]
@@ -186,6 +190,31 @@ def bench_sampling(seconds: float = 2.0) -> dict:
     return out
 
 
+def bench_device_sampling(device: torch.device, seconds: float = 2.0) -> dict:
+    """chars/s of ``sample`` on a GPU (the torch model scores, TF32 off) against the CPU engine, 1 and
+    64 streams of a 2 x 128 LSTM: whether ``--gpu`` pays for sampling at this size."""
+    from .sampling.sampler import Sampler
+    from .vocab import Vocabulary
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(V, "lstm", D, 128, 2)).eval()
+    vocab = Vocabulary(tuple(range(32, 32 + V)))
+    out = {"model": "2 x 128 lstm", "device": str(device)}
+    for where, sampler in (("gpu", Sampler(CharRNN(model.config).to(device), vocab, device)),
+                           ("cpu_engine", Sampler(model, vocab))):
+        if where == "gpu":
+            sampler.model.load_state_dict(model.state_dict())
+        for streams in (1, 64):
+            sampler.generate_many(streams, 8, seed=0)  # warm-up (kernels, compilation)
+            n, t0 = 0, time.perf_counter()
+            while n == 0 or time.perf_counter() - t0 < seconds:
+                sampler.generate_many(streams, 200, seed=n)
+                n += 200 * streams
+            _sync(device)
+            out[f"{where}_{streams}_streams"] = n / (time.perf_counter() - t0)
+    return out
+
+
 _MEMORY_JOB = """
 import resource, sys, torch
 from charrnn.bench import charrnn_step_fn, plain_step_fn
@@ -271,7 +300,7 @@ def to_markdown(result: dict) -> str:
     peaks = result["peaks"]
     native = "native" if result["native_bf16"] else "emulated: no native bf16 on this hardware"
     lines = [machine_line(result), "",
-             f"matmul 2048x2048: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
+             f"matmul {'2048x2048' if result['device'].startswith('CPU') else '8192x8192 (IEEE; fp32 RNNs run TF32)'}: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
              f"({peaks['bf16'] / peaks['fp32']:.1f}x, {native}); `--precision auto` trains in "
              f"{result['auto_precision']} here", "",
              "| layers x size | batch | precision | ms/iter | chars/s | GFLOP/s | % of its matmul rate "
@@ -295,6 +324,13 @@ def to_markdown(result: dict) -> str:
             pct = 100 * s[key] * flops / 1e9 / result["peaks"]["fp32"] if "peaks" in result else float("nan")
             lines.append(f"| {key.replace('_', ' ')} | {s[key]:,.0f} | {s[key] / s['plain_pytorch_1_stream']:.1f}x "
                          f"| {pct:.1f}% |")
+    if "gpu_sampling" in result:
+        g = result["gpu_sampling"]
+        lines += ["", f"| sampling ({g['model']}) | chars/s on {result['device']} (TF32 off) | chars/s CPU engine "
+                      "| GPU / CPU |", "|---|---|---|---|"]
+        for streams in (1, 64):
+            gpu, cpu = g[f"gpu_{streams}_streams"], g[f"cpu_engine_{streams}_streams"]
+            lines.append(f"| {streams} stream(s) | {gpu:,.0f} | {cpu:,.0f} | {gpu / cpu:.2f}x |")
     if "preprocess" in result:
         p = result["preprocess"]
         lines += ["", f"preprocess: {p['corpus_mb']:.0f} MB in {p['seconds']:.2f} s = {p['mb_per_s']:.0f} MB/s "
@@ -311,16 +347,14 @@ def to_markdown(result: dict) -> str:
 
 
 def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = None,
-              batch_sizes: tuple[int, ...] = (N,), log=print) -> dict:
+              batch_sizes: tuple[int, ...] = (N,), log=print, gpu_backend: str = "cuda") -> dict:
     from .device import describe, select_device
 
-    device = select_device(gpu)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device = select_device(gpu, gpu_backend)
     native = native_bf16(device)
     auto = "fp32" if resolve_precision("auto", device) is None else "bf16"
     peaks = {"fp32": matmul_gflops(torch.float32, device),
-             "bf16": matmul_gflops(torch.bfloat16, device, n=2048 if native or device.type != "cpu" else 512),
+             "bf16": matmul_gflops(torch.bfloat16, device, n=None if native or device.type != "cpu" else 512),
              "bf16_native": native, "auto": auto}
     precisions = ["fp32", "bf16"] if native else ["fp32"]
     grid = [(2, 128), (2, 512)] if quick else [(l, h) for l in (1, 2, 3) for h in (64, 128, 256, 512)]
@@ -342,6 +376,9 @@ def run_bench(quick: bool = False, gpu: int | None = -1, output: str | None = No
             row["pct_fp32_peak"] = 100 * row["gflops"] / peaks["fp32"]
             if native:
                 row["pct_bf16_peak"] = 100 * row["gflops"] / peaks["bf16"]
+    if device.type != "cpu":
+        log("sampling on the GPU ...")
+        result["gpu_sampling"] = bench_device_sampling(device, 1.0 if quick else 3.0)
     if device.type == "cpu":
         log("sampling ...")
         result["sampling"] = bench_sampling(1.0 if quick else 3.0)

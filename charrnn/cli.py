@@ -379,15 +379,16 @@ def novelty(checkpoint, input_h5, length, max_n, temperature, seed) -> None:
 @cli.command()
 @click.option("--quick", is_flag=True, help="A one-minute subset.")
 @click.option("--gpu", type=int, default=-1, show_default=True, help=GPU_HELP.split(";")[0] + ".")
+@click.option("--gpu-backend", type=click.Choice(["cuda", "mps"]), default="cuda", show_default=True)
 @click.option("--batch-size", "batch_sizes", type=POSITIVE_INT, multiple=True, help="Repeatable [default: 50].")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
               help="Where to write the JSON results.")
-def bench(quick, gpu, batch_sizes, output) -> None:
+def bench(quick, gpu, gpu_backend, batch_sizes, output) -> None:
     """Measure training, sampling, preprocessing and start-up speed against same-run references."""
     from .bench import run_bench
 
     result = run_bench(quick=quick, gpu=gpu, output=output, batch_sizes=batch_sizes or (50,),
-                       log=lambda m: click.echo(m, err=True))
+                       log=lambda m: click.echo(m, err=True), gpu_backend=gpu_backend)
     click.echo(result["markdown"])
     click.echo(f"\nwrote {output}", err=True)
 

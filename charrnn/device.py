@@ -31,6 +31,8 @@ def select_device(gpu: int | None = None, backend: str = "cuda") -> torch.device
                                       f"(use {opt('gpu')} -1 for the CPU)")
         return torch.device("mps")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpu == 0 and not count and _mps_available():  # a Mac: its one GPU is GPU 0
+        return torch.device("mps")
     if gpu >= count:
         have = f"only {count} CUDA device(s)" if count else "no CUDA device"
         raise InvalidInput("gpu", f"{gpu}: this machine has {have} (use {opt('gpu')} -1 for the CPU)")

@@ -16,7 +16,7 @@ from .errors import Conflict, InvalidInput
 from .fileio import atomic_write
 from .training.options import LRFindOptions, TrainConfig
 from .plot import smooth
-from .precision import resolve_precision
+from .precision import grad_scaler, resolve_precision
 from .training.step import build_model, build_optimizer, set_learning_rate, train_step
 from .vocab import Vocabulary
 
@@ -53,6 +53,7 @@ def lr_find(config: TrainConfig, start_lr: float = LRFindOptions.start_lr, end_l
     model = build_model(config.model_config(len(vocab)), device, config.weight_init, config.init_std)
     optimizer = build_optimizer(model, start_lr, device)
     dtype = resolve_precision(config.precision, device)
+    scaler = grad_scaler(device, dtype)  # fp16: the same loss scaling as training
     gamma = (end_lr / start_lr) ** (1 / (num_iters - 1))
     result, best, state = LRFindResult(), math.inf, None
     with batches:
@@ -60,7 +61,7 @@ def lr_find(config: TrainConfig, start_lr: float = LRFindOptions.start_lr, end_l
             lr = start_lr * gamma ** i
             set_learning_rate(optimizer, lr)
             x, y = (torch.from_numpy(a).to(device) for a in batches.batch(i % batches.num_batches))
-            step = train_step(model, optimizer, x, y, state, config.grad_clip, dtype)
+            step = train_step(model, optimizer, x, y, state, config.grad_clip, dtype, None, scaler)
             state = step.state
             result.learning_rates.append(lr)
             result.losses.append(step.loss)

@@ -3,11 +3,19 @@
 Mirrors torch-rnn's LanguageModel: ``LookupTable(V, D)``, then per layer an LSTM/GRU/RNN of
 ``H`` units (PyTorch's fused kernels, cuDNN on a GPU), optional batch normalisation and
 dropout, then ``Linear(H, V)`` at every timestep.
+
+On a GPU the recurrent layers always run in fp32 (TF32 where torch allows it), also under
+autocast: CUDA autocast would run cuDNN's RNN in fp16 whatever dtype was asked for. Inter-layer
+dropout on a GPU runs layer by layer, outside the fused kernel (same parameters, same keys):
+cuDNN re-seeds its own dropout state after a restored random state, which would break exact
+resume, and MPS's fused kernel mishandles the mask.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -18,10 +26,13 @@ from .precision import BF16LSTMLayer, bf16_lstm_active
 
 CELLS = {kind: getattr(nn, kind.upper()) for kind in MODEL_TYPES}  # torch names its modules LSTM, GRU, RNN
 
-State = tuple  # (h, c) for an LSTM, (h,) otherwise; each of shape (num_layers, N, H)
+State = tuple  # (h, c) for an LSTM, (h,) otherwise; each of shape (num_layers, N, H), always fp32
+LAYER_FUNCTIONS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
 
 
 class CharRNN(nn.Module):
+    layerwise: bool | None = None  # run the fused stack layer by layer; None: where dropout needs it (see _layerwise)
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.model_type not in CELLS:
@@ -88,21 +99,60 @@ class CharRNN(nn.Module):
             return self._forward_bf16(x, state, targets)
         h = self.embed(x)
         if self.norms is None:
-            h, s = self.rnns[0](h, _unpack(state))
-            new_state = _pack(s)
+            h, new_state = self._recurrent(h, state)
             h = self.drop(h)
         else:
             layers = []
             for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
-                h, s = rnn(h, None if state is None else _unpack(tuple(t[i:i + 1] for t in state)))
+                with _fp32_recurrent(h.device):
+                    h, s = rnn(h.float(), None if state is None else _unpack(tuple(t[i:i + 1].float() for t in state)))
                 layers.append(_pack(s))
                 n, t, H = h.shape
                 h = self.drop(norm(h.reshape(n * t, H)).reshape(n, t, H))
-            new_state = tuple(torch.cat(parts) for parts in zip(*layers))
+            new_state = tuple(torch.cat(parts).float() for parts in zip(*layers))
         scores = self.head(h)
         if targets is None:
             return scores, new_state
         return nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]).float(), targets.reshape(-1)), new_state
+
+    def _recurrent(self, h: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """The fused stack's outputs and final state (fp32), in one call or layer by layer."""
+        state = None if state is None else tuple(t.float() for t in state)  # an older file may hold fp16
+        with _fp32_recurrent(h.device):
+            if not self._layerwise(h.device):
+                out, s = self.rnns[0](h.float(), _unpack(state))
+                return out, tuple(t.float() for t in _pack(s))
+            return self._layer_by_layer(h.float(), state)
+
+    def _layerwise(self, device: torch.device) -> bool:
+        """Layer by layer where the fused kernel's inter-layer dropout is wrong for us: CUDA while
+        training (cuDNN's dropout state breaks exact resume), MPS always (mask and eval bugs)."""
+        if self.layerwise is not None:
+            return self.layerwise
+        if self.rnns[0].dropout == 0:
+            return False
+        return device.type == "mps" or (device.type == "cuda" and self.training)
+
+    def _layer_by_layer(self, h: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """The fused module's computation, one layer per call, with ``F.dropout`` between layers
+        (torch's own random stream, which checkpoints save and restore)."""
+        rnn, L, H = self.rnns[0], self.config.num_layers, self.config.rnn_size
+        lstm = self.config.model_type == "lstm"
+        if state is None:
+            state = tuple(h.new_zeros(L, h.shape[0], H) for _ in range(2 if lstm else 1))
+        function, finals = LAYER_FUNCTIONS[self.config.model_type], []
+        with warnings.catch_warnings():
+            # cuDNN copies one layer's slice of the flat weight buffer per call, and says so each time
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            for layer in range(L):
+                if layer > 0:
+                    h = nn.functional.dropout(h, rnn.dropout, self.training)
+                weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                hx = tuple(t[layer:layer + 1] for t in state)
+                out = function(h, hx if lstm else hx[0], weights, True, 1, 0.0, self.training, False, True)
+                h = out[0]
+                finals.append(out[1:])
+        return h, tuple(torch.cat(parts) for parts in zip(*finals))
 
     def _forward_bf16(self, x: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """The same model, time-major, with oneDNN's bf16 LSTM layers and a bf16 output layer.
@@ -132,6 +182,21 @@ class CharRNN(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Mean cross-entropy over all N*T positions, and the state after the batch."""
         return self(x, state, y)
+
+
+def _fp32_recurrent(device: torch.device):
+    """Autocast off around the recurrent layers on a GPU (CUDA autocast would make them fp16 whatever
+    was asked for) and under fp16 on a CPU (oneDNN has no fp16 LSTM); a CPU's bf16 is left alone."""
+    if _recurrent_in_fp32(device):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
+
+
+def _recurrent_in_fp32(device: torch.device) -> bool:
+    if not torch.is_autocast_enabled(device.type):
+        return False
+    return device.type != "cpu" or torch.get_autocast_dtype("cpu") == torch.float16
+
 
 
 def _pack(s) -> State:

@@ -5,16 +5,21 @@ AVX512-BF16, CUDA devices of compute capability 8.0 and up; fp32 elsewhere. ``fp
 PyTorch, bit for bit. Under bf16 on a CPU an LSTM runs oneDNN's fused bf16 RNN directly
 (:class:`BF16LSTMLayer`): one cast of each weight per step and fp32 gradients straight back,
 instead of autocast's casts around every call.
+
+On a GPU autocast covers the output layer and the loss only: the recurrent layers run in fp32
+(:mod:`charrnn.model`), and the carried state is fp32 everywhere. fp16 trains with a
+:class:`torch.amp.GradScaler` (:func:`grad_scaler`), whose state checkpoints keep.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 import torch
 
 from .config import PRECISIONS  # noqa: F401  (re-exported; the list lives where the CLI can read it without torch)
+from .errors import InvalidInput
 from .hardware import cpu_info
 
 LSTM_MODE = 2  # the RNN mode number PyTorch's kernels use for an LSTM
@@ -35,6 +40,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return None
     if precision == "auto":
         return torch.bfloat16 if native_bf16(device) else None
+    if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise InvalidInput("precision", f"bf16 needs a GPU of compute capability 8.0 or newer (this one is "
+                                        f"{major}.{minor}); use --precision fp32 or fp16")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -42,12 +51,19 @@ def recorded_precision(options: dict, device: torch.device) -> torch.dtype | Non
     """The autocast dtype for the ``precision`` a checkpoint's options record (fp32 when absent or unknown:
     the value comes from a file)."""
     stored = options.get("precision") if isinstance(options, dict) else None
+    if stored == "bf16" and device.type == "cuda" and not native_bf16(device):
+        stored = "auto"  # evaluating a bf16 run on an older GPU: fp32 rather than a refusal
     return resolve_precision(stored if isinstance(stored, str) and stored in PRECISIONS else "fp32", device)
 
 
 def describe_precision(precision: str, dtype: torch.dtype | None, device: torch.device) -> str:
     """For the start line: ``bf16 autocast (auto: native bf16 on this CPU)``, ``fp32``, ..."""
-    chosen = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '').replace('bfloat', 'bf')} autocast"
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+    chosen = "fp32" if dtype is None else f"{name} autocast"
+    if dtype is torch.float16 or (dtype is not None and device.type != "cpu"):  # see charrnn.model
+        chosen = f"{name} output layer, fp32 recurrent layers"
+    if dtype is torch.float16:
+        chosen += " with loss scaling"
     if precision != "auto":
         return chosen
     where = "GPU" if device.type == "cuda" else device.type.upper()
@@ -59,6 +75,29 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> "torch.amp.GradScaler | None":
+    """The loss scaler fp16 training needs (its gradients underflow without one); None otherwise."""
+    if dtype is not torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+@contextmanager
+def exact_fp32(device: torch.device):
+    """IEEE fp32 matrix products on a GPU (TF32 off in cuDNN and cuBLAS), for sampling that
+    should follow the CPU engine's text: TF32 changes logits by about 1e-3 relative."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 def bf16_lstm_active(device: torch.device) -> bool:

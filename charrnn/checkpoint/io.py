@@ -146,7 +146,7 @@ def save_checkpoint(name: str | Path, iteration: int, model: "CharRNN", vocab: V
         "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
                   for k, v in model.state_dict().items()},
         "iteration": iteration,
-        "train_state": train_state or {},
+        "train_state": _on_cpu(train_state or {}),
     }
     with atomic_path(pt_path) as tmp:
         torch.save(payload, tmp)
@@ -156,6 +156,18 @@ def save_checkpoint(name: str | Path, iteration: int, model: "CharRNN", vocab: V
     except (TypeError, ValueError) as exc:  # a history that JSON cannot hold
         raise CharRNNError(f"cannot write {json_path}: {exc}") from None
     return pt_path
+
+
+def _on_cpu(value):
+    """``value`` with every tensor moved to the CPU (a GPU run's Adam state is CUDA tensors, which a
+    plain ``torch.load`` on a CPU-only machine refuses)."""
+    if hasattr(value, "is_cuda") and hasattr(value, "cpu"):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def convert_checkpoint(source: str | Path, name: str | Path, overwrite: bool = False) -> Path:

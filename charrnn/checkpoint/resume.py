@@ -113,6 +113,9 @@ def _hidden_state(fail, state, config: ModelConfig) -> None:
         float_array(fail, f"{where}[{k}]", t)
 
 
+CUDA_RNG_BYTES = (8, 16)  # what CUDA's generator accepts: the seed, then (newer torch) the philox offset
+
+
 def _rng(fail, where: str, value, optional: bool) -> None:
     if value is None and optional:
         return
@@ -121,6 +124,24 @@ def _rng(fail, where: str, value, optional: bool) -> None:
         raise fail(where, "must be a random-generator state (a 1-D byte tensor)")
     if isinstance(value, np.ndarray) and value.dtype != np.uint8:
         raise fail(where, "must be a random-generator state (a 1-D byte tensor)")
+    if where.endswith("rng_cuda") and info[0][0] not in CUDA_RNG_BYTES:
+        raise fail(where, f"must be a CUDA generator state of 8 or 16 bytes (found {info[0][0]})")
+
+
+SCALER_KEYS = {"scale": float, "growth_factor": float, "backoff_factor": float, "growth_interval": int,
+               "_growth_tracker": int}
+
+
+def _scaler(fail, value) -> None:
+    """fp16's GradScaler state: its five numbers, each in range."""
+    where = "train_state.scaler"
+    if not isinstance(value, dict) or set(value) != set(SCALER_KEYS):
+        raise fail(where, f"must be a loss scaler's state ({', '.join(SCALER_KEYS)})")
+    for key, kind in SCALER_KEYS.items():
+        v = value[key]
+        ok = is_int(v) and 0 <= v < MAX_INT if kind is int else is_number(v) and 0 < float(v) < float("inf")
+        if not ok or isinstance(v, bool):
+            raise fail(f"{where}.{key}", "must be a positive number" if kind is float else "must be a whole number >= 0")
 
 
 def _history(fail, history) -> None:
@@ -180,8 +201,10 @@ def validate_train_state(fail, ts, config: ModelConfig) -> dict:
                 raise fail(where, "must be a number >= 0")
         elif key == "state":
             _hidden_state(fail, value, config)
-        elif key in ("rng_cpu", "rng_cuda"):
-            _rng(fail, where, value, optional=key == "rng_cuda")
+        elif key in ("rng_cpu", "rng_cuda", "rng_mps"):
+            _rng(fail, where, value, optional=key != "rng_cpu")
+        elif key == "scaler":
+            _scaler(fail, value)
         elif key == "history":
             _history(fail, value)
         elif key == "config":

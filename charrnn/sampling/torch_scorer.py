@@ -48,7 +48,10 @@ class TorchScorer(Slots):
         """Feed ``tokens`` (len(slots), T) to ``slots`` and keep the scores after the last one."""
         torch = self.torch
         index = torch.as_tensor(slots, device=self.device)
-        with torch.no_grad():  # not inference_mode: the state is updated in place later
+        from ..precision import exact_fp32
+
+        # not inference_mode: the state is updated in place later; no TF32: it would part the text from the engine's
+        with torch.no_grad(), exact_fp32(self.device):
             state = None if self.state is None else tuple(t.index_select(1, index) for t in self.state)
             scores, new = self.model(torch.as_tensor(tokens, device=self.device), state)
             if self.state is None:

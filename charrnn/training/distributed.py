@@ -39,14 +39,23 @@ def world_from_env() -> World:
 
 
 def init(world: World, device: torch.device) -> None:
+    """Join the process group; on CUDA the rank's GPU becomes its current device first (NCCL and
+    cuDNN read the current device, which would otherwise be GPU 0 for every rank)."""
     if world.distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
 
 
-def barrier(world: World) -> None:
+def barrier(world: World, device: torch.device | None = None) -> None:
     """Wait until every rank gets here (so that no rank tears the group down under another's feet)."""
     if world.distributed and dist.is_initialized():
-        dist.barrier()
+        if device is not None and device.type == "cuda" and dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[device.index])
+        else:
+            dist.barrier()
 
 
 def shutdown() -> None:

@@ -23,10 +23,10 @@ from ..checkpoint import (Checkpoint, CheckpointName, checkpoint_stem, existing_
 from ..checkpoint.names import best_of_run
 from ..data import BatchSource, InMemoryBatches, open_batches, split_sizes
 from ..device import describe, select_device
-from ..errors import CharRNNError, Diverged, InvalidInput, Unsupported, opt
+from ..errors import CharRNNError, CorruptFile, Diverged, InvalidInput, Unsupported, opt
 from ..model import CharRNN, parameter_groups
 from .options import TrainConfig, resolve_train_config
-from ..precision import describe_precision, resolve_precision
+from ..precision import describe_precision, grad_scaler, resolve_precision
 from .schedules import learning_rate
 from .step import build_model, build_optimizer, evaluate, set_learning_rate, train_step
 from ..vocab import Vocabulary
@@ -98,6 +98,7 @@ class Run:
     net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None = None  # fp16's loss scaler
     history: History = field(default_factory=History)
     start: int = 0  # the iteration before the first one this run takes
     total: int = 0  # the planned last iteration (a time budget re-plans it)
@@ -150,7 +151,7 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print, started: floa
     config.validate()
     _check_checkpoint_name(config)
     world = distributed.world_from_env()
-    device = _device(config, world)
+    device = _device(config, world, log if world.main else (lambda message: None))
     vocab = Vocabulary.load(config.input_json)
     if recipe.pending(config):  # --preset auto: calibrate and choose
         train_chars = split_sizes(config.input_h5, ("train",))["train"]
@@ -167,8 +168,9 @@ def setup(config: TrainConfig, log: Callable[[str], None] = print, started: floa
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    dtype = resolve_precision(config.precision, device)
     run = Run(config, world, device, vocab, train, val, val_shared, model, net,
-              build_optimizer(model, config.learning_rate, device), resolve_precision(config.precision, device),
+              build_optimizer(model, config.learning_rate, device), dtype, grad_scaler(device, dtype),
               lr=config.learning_rate, started=started)
     if config.resume:
         _restore(run, source)
@@ -197,10 +199,18 @@ def _check_checkpoint_name(cfg: TrainConfig) -> None:
                                               f"or {opt('overwrite')} to replace it")
 
 
-def _device(cfg: TrainConfig, world: distributed.World) -> torch.device:
+def _device(cfg: TrainConfig, world: distributed.World, log) -> torch.device:
     if not world.distributed:
         return select_device(cfg.gpu, cfg.gpu_backend)
-    gpu = world.local_rank if (cfg.gpu is None or cfg.gpu >= 0) and torch.cuda.is_available() else -1
+    wants_gpu = cfg.gpu is None or cfg.gpu >= 0
+    count = torch.cuda.device_count() if wants_gpu and torch.cuda.is_available() else 0
+    if wants_gpu and not count:
+        log("no CUDA device: the distributed run trains on the CPU (its ranks use CUDA or the CPU, not MPS)")
+    if count > 1 and world.local_rank >= count:
+        raise CharRNNError(f"rank {world.rank} has local rank {world.local_rank}, but this machine has only {count} "
+                           "CUDA devices (start at most one rank per GPU)")
+    # a launcher that shows each rank only its own GPU makes it GPU 0 for every rank
+    gpu = (world.local_rank if count > 1 else 0) if count else -1
     device = select_device(gpu, cfg.gpu_backend)
     distributed.init(world, device)
     return device
@@ -248,13 +258,23 @@ def _restore(run: Run, source: Checkpoint) -> None:
     run.optimizer.load_state_dict(ts["optimizer"])
     run.history = History(**{k: v for k, v in ts["history"].items() if k in {f.name for f in fields(History)}})
     run.start, run.lr = source.iteration, float(ts["learning_rate"])
-    state = tuple(t.to(run.device) for t in ts["state"]) if ts.get("state") else None
+    state = tuple(t.to(run.device).float() for t in ts["state"]) if ts.get("state") else None
     streams = run.train_batches.batch_size * run.world.size
     if state is not None and state[0].shape[1] == streams:  # the full state: this rank's rows
         run.state = tuple(t[:, run.world.rows(run.train_batches.batch_size)].contiguous() for t in state)
+    if run.scaler is not None and ts.get("scaler"):
+        run.scaler.load_state_dict(ts["scaler"])
     torch.set_rng_state(ts["rng_cpu"])
-    if run.device.type == "cuda" and ts.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(ts["rng_cuda"], run.device)
+    field = {"cuda": "rng_cuda", "mps": "rng_mps"}.get(run.device.type)
+    if field and ts.get(field) is not None:
+        try:
+            if field == "rng_cuda":
+                torch.cuda.set_rng_state(ts[field], run.device)
+            else:
+                torch.mps.set_rng_state(ts[field])
+        except RuntimeError as exc:  # the schema checks the shape; the generator has the last word
+            raise CorruptFile(source.path, f"train_state.{field}: not a {run.device.type} generator state "
+                                           f"({str(exc).splitlines()[0]})") from None
     run.last_checkpoint = source.path
 
 
@@ -272,6 +292,8 @@ def save(run: Run, i: int, state: tuple | None) -> Path:
         "state": None if state is None else [t.cpu() for t in state],
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        **({"rng_mps": torch.mps.get_rng_state()} if run.device.type == "mps" else {}),
+        **({"scaler": run.scaler.state_dict()} if run.scaler is not None else {}),
         "history": asdict(run.history),
         "config": asdict(cfg),
     }
@@ -338,6 +360,11 @@ class Trainer:
         threads = torch.get_num_threads()  # --preset auto may train on fewer (charrnn.training.recipe)
         try:
             run = setup(self.config, self._log, self.started)
+        except torch.OutOfMemoryError:  # building, calibrating or placing the model on a GPU
+            distributed.shutdown()
+            torch.set_num_threads(threads)
+            raise Unsupported("out of memory while setting up the run on the GPU (try a smaller --batch-size "
+                              "or --rnn-size)") from None
         except BaseException:
             distributed.shutdown()
             torch.set_num_threads(threads)
@@ -350,7 +377,7 @@ class Trainer:
             previous = _install_signal_handlers(self) if handle_signals else {}
             events.emit("start", run)
             result = self._loop(run, events)
-            distributed.barrier(run.world)  # rank 0 may still be writing the last checkpoint
+            distributed.barrier(run.world, run.device)  # rank 0 may still be writing the last checkpoint
             return result
         except Diverged as exc:
             events.emit("end", exc.iteration, "diverged")
@@ -377,15 +404,18 @@ class Trainer:
             stats = cfg.stats_every > 0 and i % cfg.stats_every == 0
             t0 = time.perf_counter()
             out = train_step(run.net, run.optimizer, *run.batch(i), run.state, cfg.grad_clip, run.autocast_dtype,
-                             run.groups if stats else None)
+                             run.groups if stats else None, run.scaler)
             seconds = time.perf_counter() - t0
             run.state = None if i % run.num_train == 0 else out.state  # torch-rnn starts each epoch from zero
-            # Every rank, every iteration, in this order: the mean loss ...
-            loss = distributed.sum_all([out.loss], world, device)[0] / world.size
-            events.emit("step", Step(i, loss, run.lr, seconds, out.grad_norm, out.update_ratios))
-            # ... then rank 0's planned end (a time budget's) and whether any rank was signalled.
-            plan = (run.control.planned_end or run.total) if world.main else 0
-            end, signalled = distributed.sum_all([plan, float(self.stop_signal is not None)], world, device)
+            if world.distributed:  # every rank, every iteration, one collective: the mean loss, rank 0's
+                # planned end (a time budget's) and whether any rank was signalled, both as of the last step
+                plan = (run.control.planned_end or run.total) if world.main else 0
+                loss, end, signalled = distributed.sum_all([out.loss, plan, float(self.stop_signal is not None)],
+                                                           world, device)
+                events.emit("step", Step(i, loss / world.size, run.lr, seconds, out.grad_norm, out.update_ratios))
+            else:
+                events.emit("step", Step(i, out.loss, run.lr, seconds, out.grad_norm, out.update_ratios))
+                end, signalled = run.control.planned_end or run.total, self.stop_signal is not None
             run.total = int(end)  # the only place the plan changes
             due = cfg.checkpoint_every > 0 and i % cfg.checkpoint_every == 0 or i >= run.total
             if due and run.val_batches is not None:  # `due` is alike on every rank: so are these collectives

@@ -162,12 +162,17 @@ def calibrate(vocab_size: int, device, autocast_dtype, seconds: float, candidate
     speeds: dict[Shape, float] = {}
     threads = before = torch.get_num_threads()
     start = time.monotonic()
+    on_cpu = device.type == "cpu"
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
+            if not on_cpu:  # a GPU's first step loads its libraries and builds handles: seconds, untimed
+                _steps_per_second(candidates[0], vocab_size, seq_length, device, autocast_dtype, 0.0)
+                start = time.monotonic()
             for k, shape in enumerate(candidates):
-                share = (start + seconds - time.monotonic()) / (len(candidates) - k + (k == 0 and before > 1))
+                thread_try = k == 0 and before > 1 and on_cpu  # only a CPU has threads to try
+                share = (start + seconds - time.monotonic()) / (len(candidates) - k + thread_try)
                 speeds[shape], took = _steps_per_second(shape, vocab_size, seq_length, device, autocast_dtype, share)
-                if k == 0 and device.type == "cpu" and before > 1:
+                if thread_try:
                     torch.set_num_threads(1)
                     alone, took = _steps_per_second(shape, vocab_size, seq_length, device, autocast_dtype, share)
                     if alone > ONE_THREAD_GAIN * speeds[shape]:
@@ -195,14 +200,22 @@ def _steps_per_second(shape: Shape, vocab_size: int, seq_length: int, device, au
     x, y = (torch.randint(vocab_size, (shape.batch_size, seq_length), device=device) for _ in range(2))
     t0 = time.monotonic()
     train_step(model, optimizer, x, y, None, 5.0, autocast_dtype)  # warm-up (allocations, kernels)
+    _sync(device)
     t1, steps = time.monotonic(), 0
     if t1 - t0 >= seconds:  # no time for more: the warm-up step is a (pessimistic) measure
         return 1 / (t1 - t0), t1 - t0
     while steps < 1 or time.monotonic() - t0 < seconds:
         train_step(model, optimizer, x, y, None, 5.0, autocast_dtype)
         steps += 1
+    _sync(device)
     now = time.monotonic()
     return steps / (now - t1), now - t0
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+        torch.cuda.synchronize(device)
 
 
 def apply(config, vocab_size: int, train_chars: int, device, started: float, world=None,

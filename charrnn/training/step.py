@@ -46,18 +46,21 @@ class StepResult:
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                state: State | None = None, grad_clip: float = 5.0, autocast_dtype: torch.dtype | None = None,
-               stats_groups: dict | None = None) -> StepResult:
+               stats_groups: dict | None = None, scaler: torch.amp.GradScaler | None = None) -> StepResult:
     """Forward, backward, clip each gradient element to [-grad_clip, grad_clip], one optimizer update.
 
     ``net`` is the model (or its DistributedDataParallel wrapper); ``state`` is carried from the
     previous minibatch (truncated backpropagation through time). With ``stats_groups`` (the
     model's :func:`~charrnn.model.parameter_groups`) it also measures the gradient norm and the
-    update:parameter ratio of each layer.
+    update:parameter ratio of each layer. With ``scaler`` (fp16) the loss is scaled for the backward
+    pass, the gradients unscaled before clipping, and a step whose gradients overflowed is skipped.
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, autocast_dtype):
         loss, new_state = net(x, state, y)
-    loss.backward()
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clipping and the statistics see the true gradients
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm, before = None, None
     if stats_groups is not None:
@@ -66,17 +69,25 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.
         before = {name: [p.detach().clone() for p in ps] for name, ps in stats_groups.items()}
     if grad_clip > 0:
         torch.nn.utils.clip_grad_value_(params, grad_clip)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)  # skipped when a gradient is inf/NaN; the scale then backs off
+        scaler.update()
     ratios = _update_ratios(stats_groups, before) if stats_groups is not None else {}
     return StepResult(loss.item(), detach_state(new_state), grad_norm, ratios)
 
 
 def _update_ratios(groups: dict, before: dict) -> dict[str, float | None]:
     """log10(mean |update| / mean |parameter|) per layer: about -3 is healthy; None = no update."""
-    ratios = {}
+    sums = []  # on the device, read back in one transfer (not two syncs per parameter)
     for name, ps in groups.items():
-        update = sum(float((p.detach() - b).abs().sum()) for p, b in zip(ps, before[name]))
-        size = sum(float(p.detach().abs().sum()) for p in ps)
+        sums.append(torch.stack([(p.detach() - b).abs().sum().double() for p, b in zip(ps, before[name])]).sum())
+        sums.append(torch.stack([p.detach().abs().sum().double() for p in ps]).sum())
+    values = torch.stack(sums).tolist()
+    ratios = {}
+    for k, name in enumerate(groups):
+        update, size = values[2 * k], values[2 * k + 1]
         ratios[name] = math.log10(update / size) if update > 0 and size > 0 else None
     return ratios
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,20 +46,43 @@ class HistoryRecorder:
 
 
 class Benchmarks:
-    """--speed-benchmark and --memory-benchmark: time (ms) and memory (bytes) of every iteration."""
+    """--speed-benchmark and --memory-benchmark: time (ms) and memory (bytes) of every iteration.
+
+    On CUDA the memory is each iteration's own peak of allocated tensors (the peak is reset after
+    every reading, and at the start: the calibration and earlier runs do not count); on MPS the
+    memory the device has allocated; on the CPU the process's peak resident size.
+    """
 
     def __init__(self, run) -> None:
         self.run = run
+
+    def on_start(self, run) -> None:
+        if run.config.memory_benchmark and run.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(run.device)
 
     def on_step(self, step) -> None:
         cfg, history, device = self.run.config, self.run.history, self.run.device
         if cfg.speed_benchmark:
             history.forward_backward_times.append(step.seconds * 1000)
         if cfg.memory_benchmark:
-            if device.type == "cuda":
-                history.memory_usage.append(torch.cuda.max_memory_allocated(device))
-            else:
-                history.memory_usage.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            history.memory_usage.append(memory_in_use(device))
+
+
+def memory_in_use(device: torch.device) -> int:
+    """Bytes for --memory-benchmark (see :class:`Benchmarks`); resets CUDA's peak for the next reading."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak
+    if device.type == "mps":
+        return torch.mps.current_allocated_memory()
+    return resident_peak_bytes()
+
+
+def resident_peak_bytes() -> int:
+    """The process's peak resident size in bytes (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class DivergenceGuard:
