@@ -19,7 +19,7 @@ from functools import lru_cache
 import torch
 
 from .config import PRECISIONS  # noqa: F401  (re-exported; the list lives where the CLI can read it without torch)
-from .errors import InvalidInput
+from .errors import InvalidInput, opt
 from .hardware import cpu_info
 
 LSTM_MODE = 2  # the RNN mode number PyTorch's kernels use for an LSTM
@@ -43,7 +43,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
         major, minor = torch.cuda.get_device_capability(device)
         raise InvalidInput("precision", f"bf16 needs a GPU of compute capability 8.0 or newer (this one is "
-                                        f"{major}.{minor}); use --precision fp32 or fp16")
+                                        f"{major}.{minor}); use {opt('precision')} fp32 or fp16")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import tokens
-from .errors import CharRNNError, InvalidInput
+from .errors import CharRNNError, InvalidInput, opt
 from .fileio import atomic_path
 from .preprocessing import (CHUNK_BYTES, DecodedText, PreprocessResult, SplitSizes, _check_corpus, _id_dtype,
                             _new_tokens_in_order, _write_splits)
@@ -102,14 +102,14 @@ def check_token_options(tokens_kind: str, documents: str | None, max_vocab: int 
     if max_vocab is not None and max_vocab <= 0:
         raise InvalidInput("max_vocab", f"must be positive (got {max_vocab})")
     if max_vocab is not None and tokens_kind != "words":
-        raise InvalidInput("max_vocab", "needs --tokens words")
+        raise InvalidInput("max_vocab", f"needs {opt('tokens')} words")
     if tokens_kind == "chars" and documents is None:
         return
     if encoding == "bytes":
-        raise InvalidInput("encoding", "bytes works with character tokens only (drop --tokens words / --documents)")
+        raise InvalidInput("encoding", f"bytes works with character tokens only (drop {opt('tokens')} words / {opt('documents')})")
     if input_json or unknown_char is not None or vocab_from != "all":
-        raise InvalidInput("tokens", "words and --documents build their own vocabulary: drop --input-json, "
-                                     "--unknown-char and --vocab-from")
+        raise InvalidInput("tokens", f"words and {opt('documents')} build their own vocabulary: drop {opt('input_json')}, "
+                                     f"{opt('unknown_char')} and {opt('vocab_from')}")
 
 
 def preprocess_tokens(path: Path, output_h5: Path, output_json: Path, val_frac: float, test_frac: float,

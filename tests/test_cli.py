@@ -114,7 +114,7 @@ def test_cli_defaults_are_the_api_defaults_for_every_command():
     assert assert_same_defaults("serve", defaults(Settings)) == 7  # create_app(**settings) takes these
     assert assert_same_defaults("plot", signature_defaults(plot_runs)) == 4
     # bench: the CLI always writes a file; no --batch-size given means the API's default
-    assert assert_same_defaults("bench", signature_defaults(run_bench), skip=("output", "batch_sizes")) == 2
+    assert assert_same_defaults("bench", signature_defaults(run_bench), skip=("output", "batch_sizes")) == 3
     assert assert_same_defaults("demo", signature_defaults(run_demo)) == 4
     assert assert_same_defaults("convert", signature_defaults(convert_checkpoint)) == 1
     from charrnn.export import export

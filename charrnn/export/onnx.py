@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from ..errors import Unsupported
+from ..errors import Unsupported, opt
 from .model import ExportModel
 
 OPSET = 17
@@ -100,7 +100,7 @@ def build_onnx(model: ExportModel) -> bytes:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
-        raise Unsupported("--format onnx needs the onnx package: pip install 'charrnn[export]'") from None
+        raise Unsupported(f"{opt('format')} onnx needs the onnx package: pip install 'charrnn[export]'") from None
     g = _Graph(helper, numpy_helper)
     logits, state = _step(g, model)
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))

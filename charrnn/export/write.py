@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, opt
 from ..fileio import atomic_write
 from .model import load_export_model
 from .options import FORMATS, WEIGHT_TYPES
@@ -19,7 +19,7 @@ def export(checkpoint: str | Path, output: str | Path, format: str = "html", wei
     if weights not in WEIGHT_TYPES:
         raise InvalidInput("weights", f"must be one of {', '.join(WEIGHT_TYPES)} (got {weights!r})")
     if format == "onnx" and weights != "fp32":
-        raise InvalidInput("weights", "fp16 is for --format html (the ONNX graph is float32)")
+        raise InvalidInput("weights", f"fp16 is for {opt('format')} html (the ONNX graph is float32)")
     output = Path(output)
     if output.is_dir():
         raise InvalidInput("output", f"is a directory: {output}")

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import tokens
-from ..errors import CharRNNError, InvalidInput
+from ..errors import CharRNNError, InvalidInput, opt
 from ..vocab import Vocabulary
 from .sampler import Sampler
 
@@ -41,7 +41,7 @@ def draw_cap(n: int) -> int:
 def require_documents(vocab: Vocabulary) -> None:
     if vocab.end_token is None:
         raise InvalidInput("documents", "needs a model trained on documents: its vocabulary has no end token "
-                                        "(preprocess with --documents lines or --documents blank-lines)")
+                                        f"(preprocess with {opt('documents')} lines or blank-lines)")
 
 
 class TrainingDocuments:
@@ -175,13 +175,14 @@ def training_file(checkpoint: str | Path, input_h5: str | Path | None) -> Path:
     if input_h5 is None:
         from ..checkpoint import load_checkpoint, resolve_checkpoint
         ckpt = load_checkpoint(resolve_checkpoint(checkpoint))
-        opt = ckpt.train_state.get("config") or ckpt.info.get("opt") or {}
-        input_h5 = opt.get("input_h5") if isinstance(opt, dict) else None
+        saved = ckpt.train_state.get("config") or ckpt.info.get("opt") or {}
+        input_h5 = saved.get("input_h5") if isinstance(saved, dict) else None
         if not input_h5 or not isinstance(input_h5, str):
-            raise InvalidInput("novel", "needs the training data: pass --input-h5 (the checkpoint does not record it)")
+            raise InvalidInput("novel", f"needs the training data: pass {opt('input_h5')} "
+                                        "(the checkpoint does not record it)")
     path = Path(input_h5)
     if not path.is_file():
-        raise InvalidInput("novel", f"needs the training data, and {path} is not there: pass --input-h5")
+        raise InvalidInput("novel", f"needs the training data, and {path} is not there: pass {opt('input_h5')}")
     return path
 
 

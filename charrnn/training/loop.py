@@ -363,8 +363,8 @@ class Trainer:
         except torch.OutOfMemoryError:  # building, calibrating or placing the model on a GPU
             distributed.shutdown()
             torch.set_num_threads(threads)
-            raise Unsupported("out of memory while setting up the run on the GPU (try a smaller --batch-size "
-                              "or --rnn-size)") from None
+            raise Unsupported(f"out of memory while setting up the run on the GPU (try a smaller {opt('batch_size')} "
+                              f"or {opt('rnn_size')})") from None
         except BaseException:
             distributed.shutdown()
             torch.set_num_threads(threads)
