@@ -95,7 +95,7 @@ def test_a_budget_picks_prints_and_records_a_recipe_that_resuming_keeps(cli, dat
     assert end["type"] == "end" and end["reason"] == "budget"
     # Resuming keeps the recorded recipe and does not calibrate again.
     from charrnn import load_checkpoint
-    result = cli("train", "--resume", load_checkpoint(tmp_path).path, "--time-budget", "1s")
+    result = cli("train", "--resume", load_checkpoint(tmp_path, newest=True).path, "--time-budget", "1s")
     assert result.code == 0, result.err
     assert "recipe (--preset auto)" not in result.out
     assert opt_of(tmp_path)["recipe"] == recipe
