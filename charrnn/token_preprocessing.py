@@ -21,7 +21,7 @@ import numpy as np
 from . import tokens
 from .errors import CharRNNError, InvalidInput, opt
 from .fileio import atomic_path
-from .preprocessing import (CHUNK_BYTES, DecodedText, PreprocessResult, SplitSizes, _check_corpus, _id_dtype,
+from .corpus import (CHUNK_BYTES, DecodedText, PreprocessResult, SplitSizes, _check_corpus, _id_dtype,
                             _new_tokens_in_order, _write_splits)
 from .vocab import Vocabulary
 

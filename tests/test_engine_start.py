@@ -41,15 +41,15 @@ def test_without_numba_the_numpy_engine_runs_and_says_so_once():
 
 
 def test_a_long_first_call_says_what_it_is_doing(monkeypatch, capsys):
-    from charrnn.sampling import engine, engine_numba
+    from charrnn.sampling import engine_numba, runtime
 
-    monkeypatch.setattr(engine, "_SAID", set())
+    monkeypatch.setattr(runtime, "_SAID", set())
     monkeypatch.setattr(engine_numba, "WAIT_NOTICE", 0.01)
     said = threading.Event()
 
     def slow_kernel():  # stands for a kernel compiling: it returns once the notice is out
         deadline = time.monotonic() + 30
-        while not engine._SAID and time.monotonic() < deadline:
+        while not runtime._SAID and time.monotonic() < deadline:
             time.sleep(0.01)
         said.set()
         return 7

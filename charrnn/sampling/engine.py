@@ -33,6 +33,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import CharRNNError, InvalidInput
 from ..layout import GATES, MODEL_TYPES, RNN_PARTS, norm_key, rnn_key
+from .runtime import PARALLEL_MIN_ROWS, say_once  # noqa: F401 (PARALLEL_MIN_ROWS: used by warm)
 from .options import LOGPROBS, SEED, TEMPERATURE, TOP_K, TOP_P, SampleOptions, check_range
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "numba", "numpy")
 BACKEND_ENV = "CHARRNN_ENGINE"  # forces a backend: "numba" or "numpy"
-PARALLEL_MIN_ROWS = 16  # rows from which the compiled kernels spread tiles over threads
 
 MASK64 = (1 << 64) - 1
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -172,16 +172,6 @@ class PreparedModel:
 
 
 # -- the engine ----------------------------------------------------------------------------------
-_SAID: set = set()  # what was already said once on stderr in this process
-
-
-def say_once(message: str) -> None:
-    """One line on stderr, once per process (the fallback to NumPy, a compile wait)."""
-    if message not in _SAID:
-        _SAID.add(message)
-        print(f"charrnn: {message}", file=sys.stderr, flush=True)
-
-
 def numba_cache_dir() -> str:
     """Where numba caches compiled kernels: ``$NUMBA_CACHE_DIR``, else the user's cache directory.
 

@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from ..layout import MODEL_TYPES
 from . import panels
-from .engine import PARALLEL_MIN_ROWS, say_once
+from .runtime import PARALLEL_MIN_ROWS, say_once
 
 TILE = 8
 PANEL = 64  # output columns per register block
