@@ -84,6 +84,22 @@ def read_payload(path: str | Path) -> Payload:
     return validate_payload(path, data)
 
 
+def float_weights(payload: Payload) -> dict[str, np.ndarray]:
+    """A payload's floating-point state as float32 arrays (what the CPU engine prepares)."""
+    return {k: np.asarray(v, dtype=np.float32) for k, v in payload.model_state.items()
+            if np.asarray(v).dtype.kind == "f"}
+
+
+def recorded_val_loss(path: Path) -> float | None:
+    """The last validation loss in a checkpoint's ``.json`` twin, if it has one."""
+    try:
+        history = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+        losses = history.get("val_loss_history") or []
+        return float(losses[-1]) if losses else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def read_pt(path: str | Path) -> Payload:
     """A charrnn ``.pt`` checkpoint, its tensors as NumPy arrays, without torch (see :func:`read_payload`)."""
     return read_payload(path)

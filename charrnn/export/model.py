@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from ..checkpoint import read_payload, resolve_checkpoint
+from ..checkpoint.io import float_weights, read_payload, recorded_val_loss, resolve_checkpoint
 from ..config import ModelConfig
 from ..sampling.engine import PreparedModel
 from ..vocab import Vocabulary
@@ -48,18 +46,8 @@ def load_export_model(source: str | Path) -> ExportModel:
     source = Path(source)
     path = resolve_checkpoint(source)
     payload = read_payload(path)
-    weights = {k: np.asarray(v, dtype=np.float32) for k, v in payload.model_state.items()
-               if np.asarray(v).dtype.kind == "f"}
+    weights = float_weights(payload)
     name = (source.resolve().name if source.is_dir() else path.stem) or "model"
     return ExportModel(name, path, payload.config, payload.vocab, PreparedModel(payload.config, weights),
-                       payload.iteration, _val_loss(path))
+                       payload.iteration, recorded_val_loss(path))
 
-
-def _val_loss(path: Path) -> float | None:
-    """The last validation loss in the checkpoint's ``.json`` twin, if it has one."""
-    try:
-        history = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        losses = history.get("val_loss_history") or []
-        return float(losses[-1]) if losses else None
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None

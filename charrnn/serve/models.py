@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,22 +30,12 @@ class LoadedModel:
 
 def load_model(path: Path) -> LoadedModel:
     """Read a ``.pt`` or a torch-rnn ``.t7`` without torch (NumPy weights)."""
-    from ..checkpoint import read_payload
+    from ..checkpoint.io import float_weights, read_payload, recorded_val_loss
 
     p = read_payload(path)
-    weights = {k: np.asarray(v, dtype=np.float32) for k, v in p.model_state.items()
-               if np.asarray(v).dtype.kind == "f"}
-    return LoadedModel(path, p.config, p.vocab, weights, p.iteration, _val_loss(path))
+    weights = float_weights(p)
+    return LoadedModel(path, p.config, p.vocab, weights, p.iteration, recorded_val_loss(path))
 
-
-def _val_loss(path: Path) -> float | None:
-    """The last validation loss recorded in the checkpoint's ``.json`` twin, if any."""
-    try:
-        history = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        losses = history.get("val_loss_history") or []
-        return float(losses[-1]) if losses else None
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
 
 
 class ServedModel:
